@@ -1,0 +1,3 @@
+from unikd.cli import main
+
+raise SystemExit(main())
