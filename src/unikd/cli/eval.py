@@ -1,0 +1,69 @@
+"""``unikd eval CHECKPOINT``: top-1, top-5, NLL and ECE (15 bins) of a saved run, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: top-1, top-5, NLL, ECE",
+        description="Evaluate a unikd checkpoint (a run's best.pt or last.pt) on the data it was trained "
+        "on (its validation split) or on --data / --data-root / --split.",
+        epilog="example: unikd eval runs/nkd/best.pt --split test --json",
+    )
+    p.add_argument("checkpoint", help="a unikd checkpoint (best.pt / last.pt)")
+    p.add_argument("--data", help="dataset name (default: the run's data.name)")
+    p.add_argument("--data-root", help="dataset folder (default: the run's data.root)")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        help="split (default: val when the run held out data.val_split, else test)",
+    )
+    p.add_argument("--samples-per-class", type=int, help="evaluate on a class-balanced subset")
+    p.add_argument(
+        "--batch-size", type=int, help="evaluation batch size (default: the run's eval_batch_size)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    rows = [
+        ("checkpoint", result["checkpoint"]),
+        ("model", result["model"]),
+        ("data", f"{result['data']} ({result['split']}, {int(result['count'])} images)"),
+        ("top-1", f"{result['top1']:.2f}%"),
+        ("top-5", f"{result['top5']:.2f}%"),
+        ("NLL", f"{result['nll']:.4f}"),
+        ("ECE (15 bins)", f"{result['ece']:.4f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unikd.engine.evaluate import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            data=args.data,
+            data_root=args.data_root,
+            split=args.split,
+            batch_size=args.batch_size,
+            samples_per_class=args.samples_per_class,
+            device=args.device,
+            precision=args.precision,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"unikd eval: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0

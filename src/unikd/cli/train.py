@@ -1,0 +1,74 @@
+"""``unikd train CONFIG.yaml [key=value ...]``: train a teacher, distil a student or self-distil."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EPILOG = """\
+examples:
+  unikd train configs/cifar100_resnet56.yaml out_dir=runs/t56
+  unikd train configs/cifar100_nkd_resnet56_resnet20.yaml teacher.checkpoint=runs/t56/best.pt
+  unikd train - method=uskd model=tiny_cnn data.name=digits epochs=5 sched.milestones=[3]
+  unikd train configs/x.yaml resume=auto          # continue from out_dir/last.pt
+  torchrun --nproc_per_node 2 -m unikd train configs/x.yaml   # DDP, data.batch_size is the global batch
+
+overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resnet56) and YAML values
+([150, 180] for lists, null for None). Every key and default: docs/architecture.md (config schema).
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train with one of the methods ce, ls, kd, dkd, nkd, uskd, tfkd, zipf",
+        description="Train a model from a YAML recipe plus key=value overrides. Writes config.yaml, "
+        "metrics.jsonl, summary.json, last.pt, best.pt and student.safetensors into out_dir.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="YAML recipe (see configs/), or '-' for the built-in defaults")
+    # REMAINDER (not "*") so that options may also follow the overrides; they are picked out in run().
+    p.add_argument(
+        "overrides", nargs=argparse.REMAINDER, metavar="key=value", help="config overrides, e.g. optim.lr=0.1"
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unikd.engine.config import config_to_yaml, load_config
+
+    overrides = [o for o in args.overrides if o != "--print-config"]
+    print_config = args.print_config or len(overrides) != len(args.overrides)
+    bad = [o for o in overrides if o.startswith("-")]
+    if bad:
+        print(
+            f"unikd train: error: unknown option {bad[0]!r}; overrides look like key=value", file=sys.stderr
+        )
+        return 2
+    try:
+        cfg = load_config(None if args.config == "-" else args.config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"unikd train: error: {exc}", file=sys.stderr)
+        return 2
+    if print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from unikd.engine.step import NonFiniteLossError
+    from unikd.engine.trainer import TrainingInterrupted, train
+
+    try:
+        summary = train(cfg)
+    except TrainingInterrupted as exc:
+        print(f"unikd train: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except (ValueError, FileNotFoundError, NonFiniteLossError, ImportError) as exc:
+        print(f"unikd train: error: {exc}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns; one prints
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,313 @@
+"""Flat, typed training config: dataclasses, YAML loading, ``key=value`` overrides and validation.
+
+Every key and default is listed in ``docs/architecture.md`` (the config schema). Unknown keys fail with
+the closest valid key, values are type-checked (and coerced where unambiguous, e.g. ``5e-4`` written as a
+string in YAML 1.1), and the ``loss`` section accepts, besides its fixed keys, exactly the keyword-only
+hyperparameters of the chosen method's loss function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unikd.engine.config_check import (  # noqa: F401  (METHODS, METHOD_TO_LOSS re-exported)
+    METHOD_TO_LOSS,
+    METHODS,
+    coerce,
+    loss_hyperparameters,
+    loss_params,
+    validate,
+)
+from unikd.registry import closest
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar100"
+    root: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+    samples_per_class: int | None = None
+    val_split: int = 0
+    image_size: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    loader: str = "memory"
+    num_workers: int = 2
+    crop_padding: int = 4
+    hflip: bool = True
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+
+
+@dataclass
+class TeacherConfig:
+    model: str | None = None
+    checkpoint: str | None = None
+    min_top1: float | None = None
+    cache: str | None = None
+
+
+@dataclass
+class LossConfig:
+    ce_weight: float = 1.0
+    weight: float = 1.0
+    warmup_epochs: float = 0.0
+    smoothing: float = 0.1
+    # keyword-only hyperparameters of the method's loss function (validated against its signature)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    no_decay_norm_bias: bool = True
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class SchedConfig:
+    name: str = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class Config:
+    method: str = "ce"
+    model: str = "resnet20"
+    feature: str | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    epochs: int = 240
+    out_dir: str = "runs/run"
+    resume: str = "no"
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    ema_decay: float | None = None
+    eval_every: int = 1
+    checkpoint_every: int = 0
+    tensorboard: bool | str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (YAML/JSON-ready); the loss hyperparameters sit flat in ``loss``."""
+        out = dataclasses.asdict(self)
+        params = out["loss"].pop("params")
+        out["loss"].update(params)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "dict") -> Config:
+        """Build and validate a config from a (possibly partial) nested dict."""
+        merged = _default_tree()
+        _merge(merged, raw, source)
+        return _build(merged)
+
+    @property
+    def loss_name(self) -> str | None:
+        """The ``unikd.losses`` registry name of the method's loss (None for ce and ls)."""
+        return METHOD_TO_LOSS[self.method]
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _default_tree() -> dict[str, Any]:
+    return Config().to_dict()
+
+
+def valid_keys() -> list[str]:
+    """All dotted config keys (the loss section's fixed keys only)."""
+    keys = [k for k in _field_types(Config) if k not in SECTIONS]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{k}" for k in _field_types(cls) if k != "params"]
+    return keys
+
+
+def _unknown_key(key: str, source: str) -> ValueError:
+    hint = closest(key, valid_keys())
+    did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+    return ValueError(
+        f"unknown config key {key!r} (from {source}).{did_you_mean} "
+        f"See docs/architecture.md (config schema) for every key."
+    )
+
+
+def _merge(tree: dict[str, Any], raw: dict[str, Any], source: str) -> None:
+    """Merge a nested user dict into the default tree, rejecting unknown keys (loss extras deferred)."""
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"config from {source} must be a mapping of keys to values, got {type(raw).__name__}"
+        )
+    for key, value in raw.items():
+        key = str(key)
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"config section {key!r} (from {source}) must be a mapping, got {value!r}; "
+                    f"write e.g. '{key}.<name>=value' to set one key"
+                )
+            for sub, sub_value in value.items():
+                _set(tree, f"{key}.{sub}", sub_value, source)
+        else:
+            _set(tree, key, value, source)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        if parts[0] not in tree or parts[0] in SECTIONS:
+            raise _unknown_key(dotted, source)
+        tree[parts[0]] = value
+        return
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise _unknown_key(dotted, source)
+    section, key = parts
+    if section != "loss" and key not in tree[section]:
+        raise _unknown_key(dotted, source)
+    tree[section][key] = value  # unknown loss keys are checked once the method is known
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; the value is parsed as a YAML scalar or list."""
+    if "=" not in text:
+        raise ValueError(
+            f"override {text!r} must look like key=value, e.g. optim.lr=0.1 or teacher.model=resnet56"
+        )
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ValueError(f"override {text!r} has an empty key; write key=value, e.g. epochs=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override {text!r}: cannot parse the value as YAML ({exc}); quote it") from None
+    return key, value
+
+
+def _build_section(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    kwargs = {}
+    for name, tp in _field_types(cls).items():
+        if name == "params":
+            continue
+        kwargs[name] = coerce(raw[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _special_cases(tree: dict[str, Any]) -> None:
+    # YAML 1.1 reads `resume: no` as False and `tensorboard: true` as a bool; map them to the schema.
+    resume = tree.get("resume")
+    if resume is False or resume is None:
+        tree["resume"] = "no"
+    elif resume is True:
+        tree["resume"] = "auto"
+    tb = tree.get("tensorboard")
+    if isinstance(tb, str) and tb.lower() in ("true", "false"):
+        tree["tensorboard"] = tb.lower() == "true"
+
+
+def _build(tree: dict[str, Any]) -> Config:
+    _special_cases(tree)
+    top = {k: v for k, v in tree.items() if k not in SECTIONS}
+    sections = {name: _build_section(cls, tree[name], f"{name}.") for name, cls in SECTIONS.items()}
+    kwargs = {}
+    for name, tp in _field_types(Config).items():
+        if name not in SECTIONS:
+            kwargs[name] = coerce(top[name], tp, name)
+    cfg = Config(**kwargs, **sections)
+    cfg.loss.params = loss_params(cfg.method, tree["loss"])
+    validate(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Defaults <- YAML file (optional) <- ``key=value`` overrides, validated.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for unknown keys (with the closest
+    valid key), wrong types and out-of-range values.
+    """
+    tree = _default_tree()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"config file {str(p)!r} does not exist; pass a YAML recipe (see configs/)"
+            )
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        _merge(tree, raw, f"config file {p}")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(tree, key, value, f"override {text!r}")
+    return _build(tree)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style sections with flow-style lists (``milestones: [150, 180, 210]``)."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (loadable with :func:`load_config`)."""
+    return yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(config_to_yaml(cfg))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,216 @@
+"""Value checks of the training config: type coercion, choices and ranges, and the loss hyperparameters
+(validated against the signature of the method's loss function in ``unikd.losses``)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from typing import TYPE_CHECKING, Any
+
+from unikd.registry import closest
+
+if TYPE_CHECKING:
+    from unikd.engine.config import Config
+
+METHODS = ("ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf")
+# method -> unikd.losses registry name (ce and ls only use the cross-entropy term)
+METHOD_TO_LOSS: dict[str, str | None] = {
+    "ce": None,
+    "ls": None,
+    "kd": "kd",
+    "dkd": "dkd",
+    "nkd": "nkd",
+    "uskd": "uskd",
+    "tfkd": "tfkd",
+    "zipf": "zipf_ls",
+}
+
+LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
+
+# allowed values of string-valued keys
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS,
+    "precision": ("fp32", "bf16", "fp16"),
+    "data.name": ("cifar10", "cifar100", "imagefolder", "npz", "digits"),
+    "data.loader": ("memory", "torch"),
+    "optim.name": ("sgd", "adamw"),
+    "sched.name": ("multistep", "cosine", "constant"),
+}
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+# ---------------------------------------------------------------------------------------------- coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; coerce unambiguous cases (int->float, "5e-4"->float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a valid value ({tp})")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(items)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # PyYAML reads 5e-4 (no dot) as a string
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{key} must be a string, got {value!r} ({type(value).__name__}); quote it")
+    raise TypeError(f"unsupported config type {_type_name(tp)} for {key}")  # a bug in this file
+
+
+def loss_hyperparameters(loss_name: str) -> dict[str, inspect.Parameter]:
+    """Keyword-only parameters of the functional form of a ``unikd.losses`` registry entry."""
+    try:
+        import unikd.losses as losses
+    except ImportError as exc:  # pragma: no cover - only while the package is incomplete
+        raise ImportError(f"unikd.losses is needed to validate the loss section: {exc}") from exc
+    fn = getattr(losses, f"{loss_name}_loss", None)
+    if fn is None:
+        raise ValueError(f"unikd.losses has no function {loss_name}_loss for the loss {loss_name!r}")
+    sig = inspect.signature(fn)
+    return {n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def loss_params(method: str, raw: dict[str, Any]) -> dict[str, Any]:
+    extras = {k: v for k, v in raw.items() if k not in LOSS_FIXED}
+    loss_name = METHOD_TO_LOSS.get(method)
+    if loss_name is None:
+        if extras:
+            key = next(iter(extras))
+            hint = closest(key, list(LOSS_FIXED))
+            did_you_mean = f" Did you mean 'loss.{hint}'?" if hint else ""
+            raise ValueError(
+                f"loss.{key} is not used by method {method!r} (it only has the cross-entropy term; "
+                f"valid loss keys: {', '.join(LOSS_FIXED)}).{did_you_mean}"
+            )
+        return {}
+    params = loss_hyperparameters(loss_name)
+    out: dict[str, Any] = {}
+    for key, value in extras.items():
+        if key not in params:
+            valid = list(LOSS_FIXED) + list(params)
+            hint = closest(key, valid)
+            did_you_mean = f" Did you mean 'loss.{hint}'?" if hint else ""
+            raise ValueError(
+                f"unknown config key 'loss.{key}' for method {method!r} (loss function {loss_name}_loss)."
+                f"{did_you_mean} Valid loss keys: {', '.join(valid)}."
+            )
+        default = params[key].default
+        if isinstance(default, bool):
+            value = coerce(value, bool, f"loss.{key}")
+        elif isinstance(default, (int, float)) and default is not None:
+            value = coerce(value, float if isinstance(default, float) else int, f"loss.{key}")
+        elif isinstance(default, str):
+            value = coerce(value, str, f"loss.{key}")
+        out[key] = value
+    return out
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Value ranges and choices, each with the key and the fix in the message."""
+    flat = {
+        "method": cfg.method,
+        "precision": cfg.precision,
+        "data.name": cfg.data.name,
+        "data.loader": cfg.data.loader,
+        "optim.name": cfg.optim.name,
+        "sched.name": cfg.sched.name,
+    }
+    for key, value in flat.items():
+        if value not in _CHOICES[key]:
+            hint = closest(value, _CHOICES[key])
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            raise ValueError(
+                f"{key}={value!r} is not valid.{did_you_mean} Choose one of: {', '.join(_CHOICES[key])}."
+            )
+    _check(
+        bool(_DEVICE_RE.match(cfg.device)),
+        f"device={cfg.device!r} is not valid; use auto, cpu, cuda or cuda:N",
+    )
+    _check(
+        cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
+    )
+    _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _check(cfg.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {cfg.eval_every}")
+    _check(
+        cfg.checkpoint_every >= 0,
+        f"checkpoint_every must be >= 0 steps (0 = per epoch), got {cfg.checkpoint_every}",
+    )
+    _check(
+        cfg.num_classes is None or cfg.num_classes >= 2,
+        f"num_classes must be >= 2 or null, got {cfg.num_classes}",
+    )
+    _check(
+        cfg.ema_decay is None or 0.0 < cfg.ema_decay < 1.0,
+        f"ema_decay must be in (0, 1) (e.g. 0.9998) or null for no EMA, got {cfg.ema_decay}",
+    )
+    _check(cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    _check(
+        cfg.data.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {cfg.data.eval_batch_size}"
+    )
+    _check(
+        cfg.data.val_split >= 0, f"data.val_split must be >= 0 (per-class count), got {cfg.data.val_split}"
+    )
+    _check(0.0 <= cfg.data.mix_prob <= 1.0, f"data.mix_prob must be in [0, 1], got {cfg.data.mix_prob}")
+    _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
+    _check(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
+    _check(len(cfg.optim.betas) == 2, f"optim.betas must be a list of two numbers, got {cfg.optim.betas}")
+    _check(
+        cfg.optim.clip_grad_norm is None or cfg.optim.clip_grad_norm > 0,
+        f"optim.clip_grad_norm must be > 0 or null, got {cfg.optim.clip_grad_norm}",
+    )
+    _check(
+        cfg.loss.ce_weight >= 0 and cfg.loss.weight >= 0,
+        f"loss.ce_weight and loss.weight must be >= 0, got {cfg.loss.ce_weight} and {cfg.loss.weight}",
+    )
+    _check(cfg.loss.warmup_epochs >= 0, f"loss.warmup_epochs must be >= 0, got {cfg.loss.warmup_epochs}")
+    _check(0.0 <= cfg.loss.smoothing < 1.0, f"loss.smoothing must be in [0, 1), got {cfg.loss.smoothing}")
+    _check(cfg.sched.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {cfg.sched.warmup_epochs}")
+    _check(
+        cfg.teacher.min_top1 is None or 0 <= cfg.teacher.min_top1 <= 100,
+        f"teacher.min_top1 is a percentage in [0, 100], got {cfg.teacher.min_top1}",
+    )

@@ -1,0 +1,151 @@
+"""Evaluation: top-1, top-5, NLL and ECE (15 bins) of a model on a loader, or of a saved checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unikd.engine.distributed import DistInfo, all_reduce_sum
+from unikd.engine.metrics import ClassificationMeter
+
+
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
+    """A zero-argument context factory: autocast for bf16/fp16, a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    num_classes: int,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+    dist_info: DistInfo | None = None,
+    n_bins: int = 15,
+) -> dict[str, float]:
+    """Metrics of ``model`` over ``loader`` (batches with ``images`` and ``target``; e.g. ``InMemoryLoader``).
+
+    Returns ``top1``/``top5`` in percent, ``nll`` (mean), ``ece`` (fraction, ``n_bins`` equal-width bins)
+    and ``count``. With ``dist_info`` of a DDP run, each rank scores its shard and the sums are
+    all-reduced, so every rank returns the metrics of the whole set.
+    """
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    autocast = autocast_factory(precision, device)
+    meter = ClassificationMeter(num_classes, n_bins=n_bins)
+    try:
+        for batch in loader:
+            images = batch.images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(images)
+            meter.update(logits.float(), batch.target.to(device))
+    finally:
+        model.train(was_training)
+    if dist_info is not None and dist_info.distributed:
+        state = meter.state().to(dist_info.device)
+        all_reduce_sum(state, dist_info)
+        meter.load_state(state.cpu())
+    return {k: float(v) for k, v in meter.compute().items()}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | None = None,
+    data_root: str | None = None,
+    split: str | None = None,
+    batch_size: int | None = None,
+    samples_per_class: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
+
+    The checkpoint records the model name, class count, input channels and data config; ``data`` /
+    ``data_root`` / ``split`` override them (``split`` defaults to the run's validation split).
+    Returns the metrics plus ``model``, ``data``, ``split`` and ``checkpoint``.
+    """
+    from unikd.data import InMemoryLoader, create_dataset
+    from unikd.engine.checkpoint import load_checkpoint
+    from unikd.engine.distributed import resolve_device
+    from unikd.engine.teacher import CHECKPOINT_FORMAT, load_weights
+    from unikd.models import create_model
+
+    path = Path(checkpoint)
+    ckpt = load_checkpoint(path)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
+        raise ValueError(
+            f"{str(path)!r} is not a unikd checkpoint (no model name / data config inside); evaluate a run's "
+            "best.pt or last.pt"
+        )
+    data_cfg = dict(ckpt["data"])
+    if data is not None and data != data_cfg["name"]:
+        data_cfg.update(name=data, root=None)
+    if data_root is not None:
+        data_cfg["root"] = data_root
+    if samples_per_class is not None:
+        data_cfg["samples_per_class"] = samples_per_class
+    if split is None:
+        split = "val" if data_cfg.get("val_split", 0) > 0 else "test"
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise ValueError(f"precision=fp16 needs CUDA; on {dev.type} use bf16 or fp32")
+    dataset = create_dataset(data_cfg["name"], **dataset_kwargs(data_cfg, split=split, seed=ckpt["seed"]))
+    num_classes = int(ckpt["num_classes"])
+    if dataset.num_classes != num_classes:
+        raise ValueError(
+            f"the checkpoint's model has {num_classes} classes but dataset {data_cfg['name']!r} has "
+            f"{dataset.num_classes}; evaluate on the data it was trained for"
+        )
+    # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
+    if len(data_cfg.get("mean", ())) == len(dataset.mean):
+        dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    model = create_model(ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
+    load_weights(model, ckpt["model"], path=path, what="checkpoint")
+    model.to(dev)
+    loader = InMemoryLoader(
+        dataset, batch_size or int(data_cfg.get("eval_batch_size", 512)), train=False, device=dev
+    )
+    metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev)
+    return {
+        **metrics,
+        "model": ckpt["model_name"],
+        "data": data_cfg["name"],
+        "split": split,
+        "checkpoint": str(path),
+        "epoch": ckpt.get("epoch"),
+        "n_bins": 15,
+    }
+
+
+def dataset_kwargs(data_cfg: dict[str, Any], *, split: str, seed: int) -> dict[str, Any]:
+    """``create_dataset`` keyword arguments from a ``data`` config section."""
+    return {
+        "root": data_cfg.get("root"),
+        "split": split,
+        "samples_per_class": data_cfg.get("samples_per_class"),
+        "val_split": data_cfg.get("val_split", 0),
+        "seed": seed,
+        "cache_dir": data_cfg.get("cache_dir"),
+        "download": data_cfg.get("download", False),
+        "resize": data_cfg.get("image_size"),
+    }
+
+
+def model_kwargs(in_chans: int) -> dict[str, Any]:
+    """Extra ``create_model`` arguments: zoo models default to 3 input channels."""
+    return {} if in_chans == 3 else {"in_chans": in_chans}

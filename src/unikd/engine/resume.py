@@ -1,0 +1,124 @@
+"""Everything exact resume needs: RNG states as plain tensors/lists, and locating the checkpoint.
+
+Checkpoints must load with ``weights_only=True``, which only allows tensors and plain containers, so the
+numpy and Python RNG states (tuples holding an ndarray) are converted to tensors and lists here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.config import Config
+from unikd.engine.teacher import CHECKPOINT_FORMAT
+
+if TYPE_CHECKING:
+    from unikd.engine.setup import Components
+
+log = logging.getLogger("unikd")
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy and Python RNG states, ``weights_only``-loadable."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resume_path(cfg: Config) -> Path | None:
+    """The checkpoint to resume from: ``resume=no`` -> None; ``auto`` -> ``out_dir/last.pt`` if present."""
+    if cfg.resume == "no":
+        return None
+    if cfg.resume == "auto":
+        last = Path(cfg.out_dir) / "last.pt"
+        return last if last.exists() else None
+    path = Path(cfg.resume)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"resume={cfg.resume!r}: no such checkpoint; use resume=auto to continue from out_dir/last.pt "
+            "when it exists, or resume=no to start fresh"
+        )
+    return path
+
+
+def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: int, path: Path) -> None:
+    """A checkpoint from a different model, method or class count cannot be resumed: say which differs."""
+    problems = []
+    if ckpt.get("model_name") != cfg.model:
+        problems.append(f"model {ckpt.get('model_name')!r} (config: {cfg.model!r})")
+    if ckpt.get("num_classes") != num_classes:
+        problems.append(f"num_classes {ckpt.get('num_classes')} (config/data: {num_classes})")
+    if ckpt.get("method") != cfg.method:
+        problems.append(f"method {ckpt.get('method')!r} (config: {cfg.method!r})")
+    if problems:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: it was saved with {', '.join(problems)}. Use a fresh out_dir "
+            "or resume=no to start over, or fix the config to match the checkpoint"
+        )
+
+
+def restore(c: Components) -> Path | None:
+    """Load ``last.pt`` (or ``resume=PATH``) into every stateful component; restore the RNGs last."""
+    path = resume_path(c.cfg)
+    if path is None:
+        if c.cfg.resume == "no" and c.run_dir.enabled and c.run_dir.last.exists():
+            log.warning("resume=no: starting fresh and overwriting the checkpoints in %s", c.run_dir.path)
+        return None
+    ckpt = load_checkpoint(path)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt):
+        raise ValueError(f"resume: {str(path)!r} is not a unikd training checkpoint (last.pt / best.pt)")
+    check_compatible(ckpt, c.cfg, c.num_classes, path)
+    c.model.load_state_dict(ckpt["train_model"] if "train_model" in ckpt else ckpt["model"])
+    if c.ema is not None:
+        if "ema" in ckpt:
+            c.ema.load_state_dict(ckpt["ema"])
+        else:
+            c.ema.module.load_state_dict(ckpt["model"])
+    if c.loss_module is not None:
+        c.loss_module.load_state_dict(ckpt["loss_module"])
+    c.optimizer.load_state_dict(ckpt["optimizer"])
+    c.scheduler.load_state_dict(ckpt["scheduler"])
+    if c.scaler is not None and "scaler" in ckpt:
+        c.scaler.load_state_dict(ckpt["scaler"])
+    c.state.load_state_dict(ckpt["progress"])
+    c.train_loader.load_state_dict(ckpt["loader"])
+    set_rng_state(ckpt["rng"])
+    return path

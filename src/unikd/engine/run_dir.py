@@ -1,0 +1,117 @@
+"""The run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and optional TensorBoard events.
+
+Only rank 0 writes (``enabled=False`` on other ranks turns every method into a no-op). JSON files are
+written atomically; ``metrics.jsonl`` is rebuilt from the checkpoint's history on resume, so a run killed
+between writing a checkpoint and appending its metrics line never ends up with a missing or repeated line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from unikd.engine.config import Config, save_config
+
+
+def _jsonable(value: Any) -> Any:
+    # JSON has no NaN/inf; write null so every line parses with strict readers.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Writes the run folder's files (rank 0 only)."""
+
+    def __init__(
+        self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool | str = "auto"
+    ) -> None:
+        self.path = Path(out_dir)
+        self.enabled = enabled
+        self._tb: Any = None
+        if not enabled:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        # A run killed while writing leaves the temp file of an atomic write behind (never a torn target).
+        for name in ("last.pt", "best.pt", "student.safetensors", "summary.json", "config.yaml"):
+            for stale in self.path.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        if tensorboard:
+            self._tb = self._open_tensorboard(required=tensorboard is True)
+
+    def _open_tensorboard(self, *, required: bool) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            if required:
+                raise ImportError(
+                    f"tensorboard=true but TensorBoard is not installed ({exc}); "
+                    "pip install 'unikd[tb]' or set tensorboard=auto"
+                ) from exc
+            return None
+        return SummaryWriter(log_dir=str(self.path / "tb"))
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def safetensors(self) -> Path:
+        return self.path / "student.safetensors"
+
+    def write_config(self, cfg: Config) -> None:
+        if self.enabled:
+            save_config(cfg, self.path / "config.yaml")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line per epoch; also mirrored to TensorBoard when it is on."""
+        if not self.enabled:
+            return
+        line = json.dumps({k: _jsonable(v) for k, v in record.items()})
+        with open(self.path / "metrics.jsonl", "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self._tb is not None:
+            step = int(record["epoch"])
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` with ``history`` (used on resume)."""
+        if self.enabled:
+            text = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}) + "\n" for r in history)
+            atomic_write_text(self.path / "metrics.jsonl", text)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.enabled:
+            text = json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2) + "\n"
+            atomic_write_text(self.path / "summary.json", text)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

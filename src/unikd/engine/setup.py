@@ -1,0 +1,399 @@
+"""Build everything a run needs from its config: data, student, loss (and USKD weak head), teacher,
+optimiser, scheduler, scaler, EMA, DDP wrapper, run folder; then resume and the preflight table."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from unikd.engine.config import Config
+from unikd.engine.distributed import DistInfo
+from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
+from unikd.engine.preflight import (
+    Preflight,
+    check_teacher_classes,
+    check_teacher_top1,
+    count_parameters,
+    normalisation_note,
+)
+from unikd.engine.resume import restore, seed_everything
+from unikd.engine.run_dir import RunDir
+from unikd.engine.state import TrainState
+from unikd.engine.step import Objective, build_loss_module, loss_class, needs
+from unikd.engine.teacher import CHECKPOINT_FORMAT, LiveTeacher, TeacherSource, load_teacher_model
+
+log = logging.getLogger("unikd")
+
+
+@dataclass
+class Components:
+    """Everything the loop touches. ``model`` is the bare student; ``ddp_model`` is what runs forward."""
+
+    cfg: Config
+    info: DistInfo
+    num_classes: int
+    in_chans: int
+    train_ds: Any
+    val_ds: Any
+    train_loader: Any
+    val_loader: Any
+    model: nn.Module
+    ddp_model: nn.Module
+    loss_module: nn.Module | None
+    objective: Objective
+    tap: Any
+    pool: Callable[[torch.Tensor], torch.Tensor]
+    teacher: TeacherSource | None
+    teacher_meta: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    ema: Any
+    run_dir: RunDir
+    state: TrainState
+    autocast: Callable[[], Any]
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated, saved as ``model`` and exported: the EMA when it is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def extra_params(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the DDP wrapper (USKD's weak head)."""
+        return [p for p in self.loss_module.parameters() if p.requires_grad] if self.loss_module else []
+
+    @property
+    def trainable_params(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad] + self.extra_params
+
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
+
+    def checkpoint(self, rng: dict[str, Any]) -> dict[str, Any]:
+        """The full resumable checkpoint (plain containers and tensors only)."""
+        st = self.state
+        loader_state = {**self.train_loader.state_dict(), "epoch": st.epoch, "position": st.position}
+        ckpt: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "model_name": self.cfg.model,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "epoch": st.epoch,
+            "global_step": st.global_step,
+            "data": {
+                **dataclasses.asdict(self.cfg.data),
+                "mean": list(self.train_ds.mean),
+                "std": list(self.train_ds.std),
+                "content_hash": getattr(self.train_ds, "content_hash", None),
+            },
+            "config": self.cfg.to_dict(),
+            "model": self.eval_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "loader": loader_state,
+            "progress": st.state_dict(),
+        }
+        if self.ema is not None:
+            ckpt["train_model"] = self.model.state_dict()  # raw weights; "model" holds the EMA
+            ckpt["ema"] = self.ema.state_dict()
+        if self.scaler is not None:
+            ckpt["scaler"] = self.scaler.state_dict()
+        if self.loss_module is not None:
+            ckpt["loss_module"] = self.loss_module.state_dict()
+        return ckpt
+
+
+def _datasets(cfg: Config) -> tuple[Any, Any]:
+    d = cfg.data
+    val_split = "val" if d.val_split > 0 else "test"
+    if d.loader == "torch" and d.name == "imagefolder":
+        # Lazily decoded folder (too large for memory): the DataLoader path decodes in workers.
+        from unikd.data import FolderDataset
+
+        if d.root is None:
+            raise ValueError("data.name=imagefolder needs data.root=<folder with train/ and test/ inside>")
+        if d.val_split or d.samples_per_class:
+            raise ValueError(
+                "data.loader=torch with imagefolder reads whole splits; set data.val_split=0 and "
+                "data.samples_per_class=null, or use data.loader=memory"
+            )
+        return (
+            FolderDataset(d.root, "train", resize=d.image_size),
+            FolderDataset(d.root, val_split, resize=d.image_size),
+        )
+    from unikd.data import create_dataset
+
+    kwargs = dataset_kwargs(dataclasses.asdict(d), split="train", seed=cfg.seed)
+    train_ds = create_dataset(d.name, **kwargs)
+    val_ds = create_dataset(d.name, **{**kwargs, "split": val_split})
+    return train_ds, val_ds
+
+
+def _loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
+    from unikd.data import InMemoryLoader, TorchLoader
+
+    d = cfg.data
+    common: dict[str, Any] = {
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "seed": cfg.seed,
+        "device": info.device,
+    }
+    cls: Any = InMemoryLoader
+    if d.loader == "torch":
+        cls, common = TorchLoader, {**common, "num_workers": d.num_workers}
+    train = cls(
+        train_ds,
+        d.batch_size,
+        train=True,
+        crop_padding=d.crop_padding,
+        hflip=d.hflip,
+        mixup_alpha=d.mixup_alpha,
+        cutmix_alpha=d.cutmix_alpha,
+        mix_prob=d.mix_prob,
+        **common,
+    )
+    # The eval batch must split evenly over ranks too; round it up to a multiple of the world size.
+    eval_bs = -(-d.eval_batch_size // info.world_size) * info.world_size
+    val = cls(val_ds, eval_bs, train=False, **common)
+    return train, val
+
+
+def _sample(ds: Any, device: torch.device) -> torch.Tensor:
+    """Two normalised images for the dummy forwards (feature width, teacher class count)."""
+    if hasattr(ds, "images"):
+        raw = ds.images[:2]
+    else:  # lazily decoded folder: items are (image, label, index)
+        raw = torch.stack([ds[i][0] for i in range(min(2, len(ds)))])
+    mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
+    std = torch.tensor(ds.std).view(1, -1, 1, 1)
+    return ((raw.float() / 255.0 - mean) / std).to(device)
+
+
+def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device) -> nn.Module:
+    from unikd.models import create_model
+
+    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _weak_head_input(cfg: Config, model: nn.Module, sample: torch.Tensor) -> tuple[Any, int]:
+    """Attach a FeatureTap to the configured (or default) feature; measure its pooled width."""
+    from unikd.models import FeatureTap, default_feature, pool_feature
+
+    path = cfg.feature or default_feature(model)
+    tap = FeatureTap(model, path)
+    model.eval()  # the dummy forward must not touch BatchNorm statistics
+    with torch.no_grad():
+        model(sample)
+        width = int(pool_feature(tap.output).shape[1])
+    model.train()
+    return tap, width
+
+
+def _teacher(
+    cfg: Config,
+    num_classes: int,
+    info: DistInfo,
+    train_loader: Any,
+    autocast: Callable[[], Any],
+    in_chans: int = 3,
+) -> tuple[TeacherSource, nn.Module | None, dict[str, Any]]:
+    """The teacher source, plus the loaded teacher model (for the preflight checks) when configured."""
+    t = cfg.teacher
+    model, meta = None, {}
+    if t.model is not None and t.checkpoint is not None:
+        model, meta = load_teacher_model(
+            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans
+        )
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    elif t.cache is None:
+        raise ValueError(
+            f"method {cfg.method!r} distils from a teacher: set teacher.model=<name> and "
+            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or teacher.cache)"
+        )
+    if t.cache is not None:
+        from unikd.engine.teacher import open_cached_teacher
+
+        return open_cached_teacher(cfg, train_loader, info.device), model, meta
+    assert model is not None
+    return LiveTeacher(model, autocast), model, meta
+
+
+def build(cfg: Config, info: DistInfo) -> Components:
+    """Prepare a run: everything is built before the first step, so config mistakes fail fast."""
+    dev = info.device
+    if cfg.precision == "fp16" and dev.type != "cuda":
+        raise ValueError(
+            f"precision=fp16 needs a CUDA device (it uses a grad scaler); on {dev.type} use "
+            "precision=bf16 (autocast) or precision=fp32"
+        )
+    seed_everything(cfg.seed)
+    train_ds, val_ds = _datasets(cfg)
+    num_classes = cfg.num_classes or train_ds.num_classes
+    if num_classes < train_ds.num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but the data has {train_ds.num_classes} classes; "
+            "set num_classes=null to use the dataset's count"
+        )
+    sample = _sample(train_ds, dev)
+    in_chans = int(sample.shape[1])
+    train_loader, val_loader = _loaders(cfg, info, train_ds, val_ds)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"data.batch_size={cfg.data.batch_size} gives no full batch from {len(train_ds)} samples"
+        )
+    autocast = autocast_factory(cfg.precision, dev)
+    model = _student(cfg, num_classes, in_chans, dev)
+
+    loss_cls = loss_class(cfg.loss_name) if cfg.loss_name else None
+    tap, in_features = None, None
+    if needs(loss_cls, "requires_features"):
+        tap, in_features = _weak_head_input(cfg, model, sample)
+    loss_module = build_loss_module(cfg, num_classes=num_classes, in_features=in_features)
+    if loss_module is not None:
+        loss_module.to(dev)
+    objective = Objective(cfg, loss_module)
+
+    pre = Preflight()
+    pre.add("method", f"{cfg.method}  (loss terms: {', '.join(objective.term_names()[1:])})")
+    pre.add("student", f"{cfg.model}  ({count_parameters(model)} params, {num_classes} classes)")
+    if tap is not None:
+        pre.add("weak head", f"feature {tap.path!r} -> Linear({in_features}, {num_classes})")
+    teacher, teacher_meta = None, {}
+    if objective.requires_teacher:
+        teacher, teacher_model, teacher_meta = _teacher(
+            cfg, num_classes, info, train_loader, autocast, in_chans
+        )
+        if teacher_model is not None:
+            check_teacher_classes(teacher_model, sample, num_classes, cfg.teacher.model or "")
+            t_metrics = evaluate(
+                teacher_model,
+                val_loader,
+                num_classes=num_classes,
+                precision=cfg.precision,
+                device=dev,
+                channels_last=cfg.channels_last,
+                dist_info=info,
+            )
+            check_teacher_top1(t_metrics["top1"], cfg.teacher.min_top1, cfg.teacher.model or "")
+            cached = f", outputs cached in {cfg.teacher.cache}" if cfg.teacher.cache else ""
+            pre.add(
+                "teacher",
+                f"{cfg.teacher.model}  ({count_parameters(teacher_model)} params, "
+                f"{num_classes} classes, val top-1 {t_metrics['top1']:.2f}%{cached})",
+            )
+        else:
+            pre.add("teacher", f"outputs cached in {cfg.teacher.cache}")
+    pre.add(
+        "data",
+        f"{cfg.data.name}: {len(train_ds)} train / {len(val_ds)} "
+        f"{'val' if cfg.data.val_split else 'test'}, images {tuple(sample.shape[1:])}",
+    )
+    pre.add("normalisation", normalisation_note((train_ds.mean, train_ds.std), teacher_meta.get("data")))
+
+    from unikd.engine.ema import ModelEMA
+    from unikd.engine.optim import build_optimizer
+    from unikd.engine.schedule import build_scheduler
+
+    o, s = cfg.optim, cfg.sched
+    optimizer = build_optimizer(
+        [model] + ([loss_module] if loss_module is not None else []),
+        name=o.name,
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        weight_decay=o.weight_decay,
+        betas=tuple(o.betas),
+        no_decay_norm_bias=o.no_decay_norm_bias,
+    )
+    steps = len(train_loader)
+    scheduler = build_scheduler(
+        optimizer,
+        name=s.name,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        milestones=s.milestones,
+        gamma=s.gamma,
+        warmup_epochs=s.warmup_epochs,
+        min_lr_factor=s.min_lr_factor,
+    )
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+
+    ddp_model: nn.Module = model
+    if info.distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    if cfg.compile:
+        ddp_model = torch.compile(ddp_model)
+
+    from unikd.models import pool_feature
+
+    c = Components(
+        cfg=cfg,
+        info=info,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        model=model,
+        ddp_model=ddp_model,
+        loss_module=loss_module,
+        objective=objective,
+        tap=tap,
+        pool=pool_feature,
+        teacher=teacher,
+        teacher_meta=teacher_meta,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        ema=ema,
+        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard),
+        state=TrainState(),
+        autocast=autocast,
+    )
+    resumed = restore(c)
+    per_rank = cfg.data.batch_size // info.world_size
+    pre.add("batch", f"{cfg.data.batch_size} global = {per_rank} x {info.world_size} rank(s)")
+    pre.add(
+        "lr",
+        f"{o.name} lr={o.lr:g} (not scaled with the batch), wd={o.weight_decay:g}, "
+        f"{s.name} schedule"
+        + (f" milestones={s.milestones} gamma={s.gamma:g}" if s.name == "multistep" else ""),
+    )
+    pre.add(
+        "steps",
+        f"{steps}/epoch x {cfg.epochs} epochs = {steps * cfg.epochs}"
+        + (f" (resuming at step {c.state.global_step} from {resumed})" if resumed else ""),
+    )
+    pre.add(
+        "precision",
+        f"{cfg.precision} on {dev}"
+        + (", channels_last" if cfg.channels_last else "")
+        + (", compiled" if cfg.compile else "")
+        + (f", EMA {cfg.ema_decay}" if ema else ""),
+    )
+    pre.add("out_dir", cfg.out_dir)
+    c.run_dir.write_config(cfg)
+    c.run_dir.rewrite_metrics(c.state.history)
+    if info.is_main:
+        log.info("%s", pre.table())
+    return c
