@@ -1,0 +1,259 @@
+"""Shared helpers of the losses: input checks, target parsing, masked log-softmax and Zipf rank weights.
+
+Every loss computes in float32 whatever the input dtype (bf16/fp16 logits are upcast once here; float64 stays
+float64 so that ``torch.autograd.gradcheck`` works), creates its helper tensors on the input's device, and
+avoids ``(N, C-1)`` copies: target columns are overwritten with the most negative finite float32 and one
+ordinary (log-)softmax is taken. A finite value instead of ``-inf`` keeps
+rows without any non-target class (C=2 with a two-class soft label) finite in value and gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Most negative finite float32: exp(MASK - anything) == 0, yet 0 * MASK == 0 (no NaN from 0 * -inf).
+MASK_VALUE = torch.finfo(torch.float32).min
+_F32_MAX = torch.finfo(torch.float32).max
+
+
+def as_float32(x: Tensor) -> Tensor:
+    """``x`` upcast to float32 when it is a half type; float32 and float64 (used by gradcheck) stay."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def check_logits(x: object, name: str) -> Tensor:
+    """Validate a ``(N, C)`` floating tensor of logits with N >= 1 and C >= 2; return it as float32."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating tensor (float32/bf16/fp16), got {x.dtype}; cast it with .float()"
+        )
+    if x.dim() != 2:
+        raise ValueError(
+            f"{name} must have shape (N, C), got {tuple(x.shape)}; flatten extra dimensions "
+            "(e.g. logits.flatten(0, -2)) before calling the loss"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (N=0); skip the loss for empty batches")
+    if x.shape[1] < 2:
+        raise ValueError(f"{name} has C={x.shape[1]} classes; these losses need C >= 2")
+    return as_float32(x)
+
+
+def check_pair(student: Tensor, other: Tensor, other_name: str) -> None:
+    """Student and teacher/weak logits must be on one device with the same batch size and class count."""
+    if student.device != other.device:
+        raise ValueError(
+            f"student_logits is on {student.device} but {other_name} on {other.device}; move both to one "
+            "device"
+        )
+    if student.shape[1] != other.shape[1]:
+        raise ValueError(
+            f"student/{other_name.split('_')[0]} class count mismatch: student_logits has "
+            f"C={student.shape[1]} but {other_name} has C={other.shape[1]}; both heads must predict the same "
+            "classes"
+        )
+    if student.shape[0] != other.shape[0]:
+        raise ValueError(
+            f"shape mismatch: student_logits has N={student.shape[0]} rows but {other_name} has "
+            f"N={other.shape[0]}; pass the outputs for the same batch"
+        )
+
+
+def check_positive(value: float, name: str) -> float:
+    """A finite number > 0 (temperatures, powers)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_finite(value: float, name: str) -> float:
+    """A finite real number (loss weights)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class Targets:
+    """A parsed target.
+
+    ``index`` ``(N, k)`` int64: the target column(s); ``value`` ``(N, k)`` float32: their label values V_t
+    (0 marks an unused column, whose index repeats column 0 so that masking it is harmless); ``soft``: the
+    float ``(N, C)`` label or None for class indices.
+    """
+
+    index: Tensor
+    value: Tensor
+    soft: Tensor | None
+
+
+def parse_target(
+    target: object, n: int, c: int, *, max_targets: int = 1, device: torch.device | None = None
+) -> Targets:
+    """Validate ``target`` (int64 ``(N,)`` indices or float ``(N, C)`` soft labels) and pick target columns.
+
+    With soft labels the ``max_targets`` largest entries are the targets (``max_targets=1``: the argmax).
+    Columns whose label value is 0 are not targets (a one-hot soft label then equals its class index).
+    Range and sign checks run in eager mode only (under ``torch.compile`` they would break the graph).
+    """
+    if not isinstance(target, Tensor):
+        raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if device is not None and target.device != device:
+        raise ValueError(f"target is on {target.device} but the logits on {device}; move it with .to(device)")
+    if target.is_floating_point():
+        if target.dim() == 1:
+            raise ValueError(
+                "target is a float 1-D tensor; class indices must be int64 (use target.long()), "
+                f"soft labels must have shape (N, C) = ({n}, {c})"
+            )
+        if target.shape != (n, c):
+            raise ValueError(
+                f"soft-label target must have shape (N, C) = ({n}, {c}) like student_logits, "
+                f"got {tuple(target.shape)}"
+            )
+        soft = as_float32(target)
+        # Value checks need a host sync; they are skipped while torch.compile traces (no graph break).
+        if not torch.compiler.is_compiling() and bool((soft < 0).any()):
+            raise ValueError(
+                "soft-label target has negative entries; labels must be non-negative (mixup weights)"
+            )
+        value, index = soft.topk(max_targets, dim=1) if max_targets > 1 else soft.max(dim=1, keepdim=True)
+        if max_targets > 1:
+            # Unused columns (label value 0) point at column 0's class so masking them changes nothing.
+            index = torch.where(value > 0, index, index[:, :1])
+        return Targets(index=index, value=value, soft=soft)
+    if target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if target.shape != (n,):
+            raise ValueError(
+                f"class-index target must have shape (N,) = ({n},), got {tuple(target.shape)}; "
+                "for soft labels pass a float (N, C) tensor"
+            )
+        index = target.long().view(n, 1)
+        if not torch.compiler.is_compiling() and bool(((index < 0) | (index >= c)).any()):
+            raise ValueError(
+                f"target out of range: class indices must lie in [0, {c - 1}] (C={c}), got min "
+                f"{int(index.min())} and max {int(index.max())}"
+            )
+        return Targets(index=index, value=torch.ones(n, 1, device=index.device), soft=None)
+    raise ValueError(
+        f"target must be int64 class indices (N,) or float soft labels (N, C), got dtype {target.dtype}"
+    )
+
+
+def masked_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
+    """log-softmax over the non-target classes; target columns ``index`` ``(N, k)`` hold ~MASK_VALUE."""
+    return logits.scatter(1, index, MASK_VALUE).log_softmax(dim=1)
+
+
+def nontarget_lse(logits: Tensor, masked_logp: Tensor) -> Tensor:
+    """log-sum-exp over the non-target logits, ``(N, 1)``, from a masked log-softmax (no extra pass).
+
+    For any non-target column j, ``logits_j - masked_logp_j`` is that log-sum-exp; the largest non-target
+    column gives the most accurate value. Exact identity, so gradients flow correctly through both terms.
+    """
+    j = masked_logp.detach().argmax(dim=1, keepdim=True)
+    return logits.gather(1, j) - masked_logp.gather(1, j)
+
+
+_SORT_POOL: ThreadPoolExecutor | None = None
+
+
+def _sort_rows_numpy(a: np.ndarray) -> np.ndarray:
+    """Ascending sort of each row; numpy's vectorised (AVX-512) sort releases the GIL, so large batches are
+    split over torch's intra-op thread count."""
+    workers = min(torch.get_num_threads(), a.shape[0], a.size // 65536)
+    if workers < 2:
+        return np.sort(a, axis=1)
+    global _SORT_POOL
+    if _SORT_POOL is None or _SORT_POOL._max_workers < workers:
+        _SORT_POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unikd-sort")
+    out = np.empty_like(a)
+    bounds = np.linspace(0, a.shape[0], workers + 1).astype(int)
+
+    def sort_part(lo: int, hi: int) -> None:
+        out[lo:hi] = np.sort(a[lo:hi], axis=1)
+
+    list(_SORT_POOL.map(sort_part, bounds[:-1], bounds[1:]))
+    return out
+
+
+def _sorted_keys(scores: Tensor, low_mask: int) -> tuple[Tensor, Tensor]:
+    """Classes in ascending score order and the row-sorted int64 bit patterns of the float64 keys
+    ``float32 score | (low_mask - class)``, both ``(N, C)`` int64.
+
+    Each float32 score, widened to float64, has 29 unused low mantissa bits; writing ``low_mask - class``
+    there makes every key unique without changing the order of distinct scores (the class comes back from
+    the low bits), so one values-only sort gives the permutation: no argsort, no second sort to invert it.
+    Among equal scores >= 0 the lower class index gets the larger key.
+    """
+    c = scores.shape[1]
+    if scores.device.type == "cpu" and not torch.compiler.is_compiling():
+        # numpy: its int64 bit operations are vectorised (torch's are several times slower on CPU) and its
+        # sort is about 2x faster than torch.sort, which also builds an index tensor.
+        key = scores.detach().float().numpy().astype(np.float64)
+        np.clip(key, -_F32_MAX, _F32_MAX, out=key)  # +-inf | bits would be NaN
+        key += 0.0  # -0.0 -> +0.0, so equal scores share their high bits
+        bits = key.view(np.int64)
+        bits |= low_mask - np.arange(c, dtype=np.int64)
+        sorted_bits = _sort_rows_numpy(key).view(np.int64)
+        cls = sorted_bits & low_mask
+        cls ^= low_mask
+        return torch.from_numpy(cls), torch.from_numpy(sorted_bits)
+    key = scores.detach().float().to(torch.float64).clamp_(-_F32_MAX, _F32_MAX).add_(0.0)
+    low = low_mask - torch.arange(c, device=scores.device, dtype=torch.int64).view(1, c)
+    sorted_bits = torch.sort((key.view(torch.int64) | low).view(torch.float64), dim=1).values.view(
+        torch.int64
+    )
+    return (sorted_bits & low_mask).bitwise_xor_(low_mask), sorted_bits
+
+
+def zipf_rank_weights(scores: Tensor, *, power: float = 1.0, ties: str = "first") -> Tensor:
+    """Zipf weights ``1 / r**power`` where r is each class's 1-based rank in descending order of ``scores``.
+
+    ``scores`` ``(N, C)``, no gradient. ``ties="first"``: positions in a descending sort; exact ties are
+    ordered deterministically by class index (lower index first among scores >= 0, higher index first among
+    negative scores; ties only arise from underflow or equal logits); ``ties="min"``:
+    ``r = 1 + #{j: scores_j > scores_i}`` (scipy ``rankdata(method="min")``). Ranks are taken on the scores
+    rounded to float32. Returns ``(N, C)`` weights (float64 for float64 scores, else float32), not normalised.
+    """
+    n, c = scores.shape
+    bits = max(1, (c - 1).bit_length())
+    if bits > 29:
+        raise ValueError(f"too many classes for the rank keys: C={c} (at most 2**29)")
+    low_mask = (1 << bits) - 1
+    cls, sorted_bits = _sorted_keys(scores, low_mask)  # (N, C) each, ascending score order
+    wdtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    pos = torch.arange(c, device=scores.device, dtype=wdtype)
+    if ties == "first":
+        rank = (c - pos).expand(n, c)  # ascending position p -> descending rank C - p
+    elif ties == "min":
+        values = (sorted_bits & ~low_mask).view(torch.float64)
+        last = torch.ones(n, c, dtype=torch.bool, device=scores.device)
+        last[:, :-1] = values[:, 1:] != values[:, :-1]
+        # Position of the last member of each tie group = reverse running minimum of the group ends.
+        ends = torch.where(last, pos.expand(n, c), float(c))
+        group_end = ends.flip(1).cummin(dim=1).values.flip(1)
+        rank = c - group_end
+    else:
+        raise ValueError(f"ties must be 'first' or 'min', got {ties!r}")
+    weights = rank.pow(-power) if power != 1.0 else rank.reciprocal()
+    return torch.empty(n, c, device=scores.device, dtype=wdtype).scatter_(1, cls, weights)
+
+
+def normalise_nontarget(weights: Tensor, index: Tensor) -> Tensor:
+    """Zero the target columns of ``weights`` (in place) and renormalise each row over the rest."""
+    weights.scatter_(1, index, 0.0)
+    return weights / weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)

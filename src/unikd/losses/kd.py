@@ -1,0 +1,48 @@
+"""Classic knowledge distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network",
+NIPS 2014 Deep Learning Workshop, arXiv:1503.02531)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import check_logits, check_pair, check_positive
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0) -> Tensor:
+    """``KL(softmax(z_t/T) || softmax(z_s/T)) * T**2``, summed over classes, averaged over the batch.
+
+    Args:
+        student_logits: ``(N, C)`` student logits (float32/bf16/fp16; computed in float32).
+        teacher_logits: ``(N, C)`` teacher logits; detached (no gradient reaches the teacher).
+        temperature: T > 0. Default 4.0 (the CIFAR-100 setting of the DKD/CRD benchmarks).
+
+    Returns:
+        0-dim float32 tensor. The ordinary cross-entropy is not included. KD needs no label, so soft labels
+        (mixup/cutmix) change nothing here; :class:`KDLoss` accepts and ignores ``target``.
+    """
+    t = check_positive(temperature, "temperature")
+    zs = check_logits(student_logits, "student_logits")
+    zt = check_logits(teacher_logits, "teacher_logits").detach()
+    check_pair(zs, zt, "teacher_logits")
+    log_s = (zs / t).log_softmax(dim=1)  # (N, C)
+    log_t = (zt / t).log_softmax(dim=1)  # (N, C)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+
+
+class KDLoss(nn.Module):
+    """Module form of :func:`kd_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
+
+    requires_teacher = True
+    requires_features = False
+
+    def __init__(self, *, temperature: float = 4.0) -> None:
+        super().__init__()
+        self.temperature = check_positive(temperature, "temperature")
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:
+        # ``target`` is accepted so the harness can call every teacher loss the same way; KD does not use it.
+        return kd_loss(student_logits, teacher_logits, temperature=self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
