@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from unikd._atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -57,14 +58,4 @@ def folder_fingerprint(root: Path) -> str:
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` (uncompressed: loading must be fast) to a temp file in the same folder, then rename,
     so a crash never leaves a half-written cache file that a later run would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -18,7 +18,6 @@ import os
 import pickle
 import struct
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from unikd._atomic import atomic_write
 
 _ST_DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -47,42 +48,9 @@ _ST_CODES = {code: dtype for dtype, code in _ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024  # same sanity limit as the reference implementation
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on Windows.
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Includes KeyboardInterrupt: never leave temp files behind.
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _require_file(path: str | os.PathLike, what: str) -> Path:
@@ -171,7 +139,7 @@ def save_safetensors(
         for raw in blobs:
             f.write(raw)
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], memoryview]:
