@@ -1,0 +1,281 @@
+"""Read run folders (``config.yaml``, ``metrics.jsonl``, ``summary.json``) into result rows and write
+``results.csv``.
+
+A run folder written by ``unikd bench`` also holds ``bench_run.json`` (its track, method label and seed in
+the grid). Other run folders are grouped by their ``config.yaml``: the track is the student model, the label
+the method (with ``@TEACHER`` appended for runs that used a teacher model).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BENCH_RECORD = "bench_run.json"
+_RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
+CSV_COLUMNS = [
+    "track",
+    "method",
+    "loss_method",
+    "seed",
+    "model",
+    "teacher_model",
+    "finished",
+    "best_top1",
+    "best_epoch",
+    "last_top1",
+    "last_top5",
+    "last_nll",
+    "last_ece",
+    "seconds_per_epoch",
+    "epochs",
+    "wall_seconds",
+    "run_dir",
+]
+
+
+@dataclass
+class RunResult:
+    """One run folder's numbers. Accuracies in percent, ECE as a fraction (as in ``metrics.jsonl``)."""
+
+    run_dir: Path
+    track: str
+    label: str
+    method: str
+    seed: int
+    model: str
+    teacher_model: str | None = None
+    role: str = "student"
+    finished: bool = False
+    best_top1: float = math.nan
+    best_epoch: int | None = None
+    last_top1: float = math.nan
+    last_top5: float = math.nan
+    last_nll: float = math.nan
+    last_ece: float = math.nan
+    seconds_per_epoch: float = math.nan
+    epochs: int = 0  # epochs completed
+    wall_seconds: float = math.nan
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/top1)
+    copied_from: str | None = None  # the bench copied this run's results from an identical run
+
+    def csv_row(self) -> dict[str, Any]:
+        return {
+            "track": self.track,
+            "method": self.label,
+            "loss_method": self.method,
+            "seed": self.seed,
+            "model": self.model,
+            "teacher_model": self.teacher_model or "",
+            "finished": self.finished,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "last_top1": self.last_top1,
+            "last_top5": self.last_top5,
+            "last_nll": self.last_nll,
+            "last_ece": self.last_ece,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "epochs": self.epochs,
+            "wall_seconds": self.wall_seconds,
+            "run_dir": str(self.run_dir),
+        }
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when absent or unreadable (a run killed mid-write)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Epoch records of ``metrics.jsonl``, one per epoch (the last one written wins, so a resumed run that
+    repeats an epoch is counted once); a torn final line from a killed run is ignored."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+            by_epoch[rec["epoch"]] = rec
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def is_finished(run_dir: str | os.PathLike[str]) -> bool:
+    """True when the run's ``summary.json`` says ``finished: true``."""
+    summary = read_json(Path(run_dir) / "summary.json")
+    return bool(summary and summary.get("finished") is True)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
+    """The result of one run folder, or None when it has not finished an epoch yet."""
+    run_dir = Path(run_dir)
+    summary = read_json(run_dir / "summary.json") or {}
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    if not summary and not metrics:
+        return None
+    config: dict[str, Any] = {}
+    if (run_dir / "config.yaml").is_file():
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            config = {}
+    record = read_json(run_dir / BENCH_RECORD) or {}
+    method = str(summary.get("method") or config.get("method") or record.get("method") or "?")
+    model = str(summary.get("model") or config.get("model") or "?")
+    teacher_model = summary.get("teacher_model") or (config.get("teacher") or {}).get("model")
+    seed = summary.get("seed", config.get("seed", record.get("seed", 0)))
+    role = str(record.get("role", "student"))
+    track = str(record.get("track") or model)
+    label = str(record.get("label") or (f"{method}@{teacher_model}" if teacher_model else method))
+    res = RunResult(
+        run_dir=run_dir,
+        track=track,
+        label=label,
+        method=method,
+        seed=int(seed),
+        model=model,
+        teacher_model=str(teacher_model) if teacher_model else None,
+        role=role,
+        finished=summary.get("finished") is True,
+        copied_from=record.get("copied_from"),
+    )
+    res.curve = [(int(m["epoch"]), _num(m.get("val/top1"))) for m in metrics if "val/top1" in m]
+    if summary:
+        res.best_top1 = _num(summary.get("best_top1"))
+        res.best_epoch = summary.get("best_epoch")
+        res.last_top1 = _num(summary.get("last_top1"))
+        res.last_top5 = _num(summary.get("last_top5"))
+        res.last_nll = _num(summary.get("last_nll"))
+        res.last_ece = _num(summary.get("last_ece"))
+        res.seconds_per_epoch = _num(summary.get("seconds_per_epoch"))
+        res.wall_seconds = _num(summary.get("wall_seconds"))
+    evaluated = [m for m in metrics if "val/top1" in m]
+    if evaluated and not res.finished:
+        # An unfinished run (killed, or in progress): its numbers so far, from metrics.jsonl.
+        best = max(evaluated, key=lambda m: _num(m["val/top1"]))
+        last = evaluated[-1]
+        res.best_top1, res.best_epoch = _num(best["val/top1"]), int(best["epoch"])
+        res.last_top1, res.last_top5 = _num(last["val/top1"]), _num(last.get("val/top5"))
+        res.last_nll, res.last_ece = _num(last.get("val/nll")), _num(last.get("val/ece"))
+        secs = [_num(m.get("epoch_seconds")) for m in metrics]
+        secs = [s for s in secs if math.isfinite(s)]
+        res.seconds_per_epoch = sum(secs) / len(secs) if secs else math.nan
+    res.epochs = int(metrics[-1]["epoch"]) if metrics else int(summary.get("epochs") or 0)
+    if res.finished and summary.get("epochs") is not None:
+        res.epochs = int(summary["epochs"])
+    return res
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in _RUN_FILES)
+
+
+def find_run_dirs(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """Run folders among ``paths``: each path is a run folder or is searched recursively for them
+    (so a bench output folder can be given directly)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ValueError(
+                f"run folder {str(p)!r} does not exist or is not a folder; give run folders "
+                "(with config.yaml / metrics.jsonl / summary.json) or a bench output folder"
+            )
+        if _is_run_dir(p):
+            found.append(p)
+            continue
+        for root, dirs, _files in os.walk(p):
+            dirs.sort()
+            r = Path(root)
+            if _is_run_dir(r):
+                found.append(r)
+                dirs.clear()  # a run folder has no nested runs
+    unique = list(dict.fromkeys(d.resolve() for d in found))
+    if not unique:
+        raise ValueError(
+            f"no run folders found under {[str(p) for p in paths]}; a run folder holds "
+            "config.yaml, metrics.jsonl or summary.json"
+        )
+    return unique
+
+
+def collect(paths: list[str | os.PathLike[str]]) -> list[RunResult]:
+    """Results of every run folder under ``paths`` that has finished at least one epoch."""
+    results = [r for r in (load_run(d) for d in find_run_dirs(paths)) if r is not None]
+    seen: dict[tuple[str, str, str, int], Path] = {}
+    for r in results:
+        key = (r.role, r.track, r.label, r.seed)
+        if key in seen:
+            # Two different runs claim the same cell; averaging them as seeds would be wrong, so keep them
+            # apart under a label that names the folder.
+            warnings.warn(
+                f"runs {seen[key]} and {r.run_dir} both are {r.track}/{r.label}/seed{r.seed}; "
+                f"reporting the second as {r.label}[{r.run_dir.parent.name}]",
+                stacklevel=2,
+            )
+            r.label = f"{r.label}[{r.run_dir.parent.name}]"
+        seen[(r.role, r.track, r.label, r.seed)] = r.run_dir
+    return results
+
+
+def _fmt_csv(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return "" if value is None else value
+
+
+def results_csv(results: list[RunResult], relative_to: str | os.PathLike[str] | None = None) -> str:
+    """CSV text, one row per student run (teachers are listed in the report, not here); ``run_dir`` is
+    written relative to ``relative_to`` when given (so a copied report folder keeps working)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        if r.role == "student":
+            row = r.csv_row()
+            if relative_to is not None:
+                row["run_dir"] = os.path.relpath(r.run_dir, Path(relative_to).resolve())
+            writer.writerow({k: _fmt_csv(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` via a temporary file in the same folder and ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,117 @@
+"""Aggregation and report building on synthetic run folders (no training needed)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from bench_fake_runs import run_cli, write_grid, write_run
+
+from unikd.bench.aggregate import aggregate, mean_std
+from unikd.bench.report import build_report
+from unikd.bench.results import collect, load_run, read_metrics
+
+
+def test_mean_std_sample_std_and_missing_values():
+    s = mean_std([70.0, 72.0, 74.0])
+    assert s.mean == pytest.approx(72.0) and s.std == pytest.approx(2.0) and s.n == 3
+    one = mean_std([5.0, math.nan])
+    assert one.mean == 5.0 and math.isnan(one.std) and one.n == 1
+    assert mean_std([]).n == 0 and math.isnan(mean_std([]).mean)
+
+
+def test_aggregate_mean_std_and_delta_to_ce(tmp_path):
+    write_grid(tmp_path)
+    tracks = aggregate(collect([tmp_path]))
+    assert list(tracks) == ["t"]
+    groups = {g.label: g for g in tracks["t"]}
+    assert set(groups) == {"ce", "kd"}
+    ce, kd = groups["ce"], groups["kd"]
+    assert ce.seeds == [0, 1, 2] and kd.seeds == [0, 1, 2]  # the unfinished seed 3 is left out
+    assert ce.stats["best_top1"].mean == pytest.approx(72.0)
+    assert ce.stats["best_top1"].std == pytest.approx(2.0)
+    assert kd.stats["best_top1"].mean == pytest.approx(74.0)
+    assert kd.stats["best_top1"].std == pytest.approx(3.0)
+    assert kd.stats["last_top1"].mean == pytest.approx((71 + 74 + 76) / 3)
+    assert kd.stats["seconds_per_epoch"].mean == pytest.approx(3.0)
+    assert ce.delta is None
+    assert kd.delta["best_top1"] == pytest.approx(2.0)
+    assert kd.delta["last_top1"] == pytest.approx((71 + 74 + 76) / 3 - 72.0)
+    assert kd.wins == (3, 3)
+
+
+def test_aggregate_without_ce_has_no_delta(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / f"kd{seed}", method="kd", seed=seed, curve=[50.0 + seed])
+    (group,) = aggregate(collect([tmp_path]))["resnet8"]
+    assert group.label == "kd" and group.delta is None and group.wins is None
+
+
+def test_runs_without_bench_record_grouped_by_config(tmp_path):
+    write_run(tmp_path / "a", method="ce", seed=0, curve=[50.0])
+    write_run(tmp_path / "b", method="ce", seed=1, curve=[52.0])
+    write_run(tmp_path / "c", method="nkd", seed=0, curve=[55.0], teacher_model="resnet32")
+    tracks = aggregate(collect([tmp_path]))
+    groups = {g.label: g for g in tracks["resnet8"]}
+    assert set(groups) == {"ce", "nkd@resnet32"}
+    assert groups["ce"].stats["best_top1"].mean == pytest.approx(51.0)
+    assert groups["nkd@resnet32"].delta["best_top1"] == pytest.approx(4.0)
+
+
+def test_duplicate_cells_are_kept_apart(tmp_path):
+    write_run(tmp_path / "x" / "r", method="ce", seed=0, curve=[50.0])
+    write_run(tmp_path / "y" / "r", method="ce", seed=0, curve=[60.0])
+    with pytest.warns(UserWarning, match="both are"):
+        results = collect([tmp_path])
+    assert sorted(r.label for r in results) == ["ce", "ce[y]"]
+
+
+def test_unfinished_run_uses_metrics_and_ignores_torn_line(tmp_path):
+    run = write_run(
+        tmp_path / "r", method="ce", seed=0, curve=[10.0, 30.0, 20.0], finished=False, torn_tail=True
+    )
+    assert [m["epoch"] for m in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+    r = load_run(run)
+    assert not r.finished and r.epochs == 3
+    assert r.best_top1 == 30.0 and r.best_epoch == 2 and r.last_top1 == 20.0
+    assert r.last_ece == pytest.approx(0.03)
+
+
+def test_build_report_writes_csv_markdown_and_plots(tmp_path):
+    write_grid(tmp_path)
+    files = build_report([tmp_path], tmp_path / "rep", title="T")
+    rows = list(csv.DictReader(files.csv.open()))
+    assert len(rows) == 7  # 6 finished + 1 unfinished student; the teacher is not a row
+    kd1 = next(r for r in rows if r["method"] == "kd" and r["seed"] == "1")
+    assert float(kd1["best_top1"]) == 74.0 and kd1["finished"] == "True" and kd1["track"] == "t"
+    assert float(kd1["seconds_per_epoch"]) == 3.0 and kd1["epochs"] == "2"
+    md = files.markdown.read_text()
+    assert "72.00 ± 2.00" in md  # ce best top-1
+    assert "74.00 ± 3.00" in md  # kd best top-1
+    assert "+2.00" in md and "3/3" in md
+    assert "Unfinished runs" in md and "t/kd/seed3" in md
+    assert "## Teachers" in md and "85.00" in md
+    pytest.importorskip("matplotlib")
+    assert {p.name for p in files.plots} == {"accuracy.png", "curves.png"}
+    for p in files.plots:
+        assert p.read_bytes()[:4] == b"\x89PNG"
+    assert "![accuracy](accuracy.png)" in md
+
+
+def test_report_cli_rebuilds_from_bench_folder(tmp_path, capsys):
+    write_grid(tmp_path / "bench")
+    out = tmp_path / "out"
+    assert run_cli("report", [str(tmp_path / "bench"), "--out", str(out), "--no-plots"]) == 0
+    assert "6/7 student runs finished" in capsys.readouterr().out
+    assert (out / "results.csv").is_file() and (out / "report.md").is_file()
+    assert not (out / "accuracy.png").exists()
+
+
+def test_report_cli_errors_clearly(tmp_path, capsys):
+    assert run_cli("report", [str(tmp_path / "nope")]) == 2
+    assert not (tmp_path / "nope").exists()
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_cli("report", [str(tmp_path / "empty")]) == 2
+    assert "no run folders found" in capsys.readouterr().err
