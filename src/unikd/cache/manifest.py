@@ -1,0 +1,126 @@
+"""The cache manifest: what a cache was built from, and the checks that keep stale logits out.
+
+``manifest.json`` is written last, after every shard is in place, so its presence means the cache is
+complete. While a build runs, ``manifest.partial.json`` records the same identity so an interrupted build
+can be resumed (finished shards are kept) and a folder is never silently reused for another run.
+
+Identity fields (any difference means the cached logits are not the ones a live teacher would produce):
+
+- ``teacher_model``, ``teacher_sha256``: the architecture and the sha256 of the checkpoint file;
+- ``dataset_hash``, ``num_samples``, ``num_classes``: the training set (``ArrayDataset.content_hash``);
+- ``seed``: the loader seed, which fixes every epoch's order and every view;
+- ``batch_size``, ``world_size``: the composition of each teacher forward pass (floating-point results
+  of a batched forward may depend on it in the last bits);
+- ``augment_signature``: ``train_loader.augment_signature()`` (crop, flip, mixup/cutmix, ...);
+- ``device_type``, ``precision``, ``channels_last``: how the teacher forward is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARTIAL = "manifest.partial.json"
+IDENTITY_FIELDS = (
+    "teacher_model",
+    "teacher_sha256",
+    "dataset_hash",
+    "num_samples",
+    "num_classes",
+    "seed",
+    "batch_size",
+    "world_size",
+    "augment_signature",
+    "device_type",
+    "precision",
+    "channels_last",
+)
+STORAGE_FIELDS = ("mode", "dtype", "k")
+
+
+class CacheMismatchError(ValueError):
+    """A teacher cache does not match the run (or build) that wants to use it."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (the teacher checkpoint's identity)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def identity_key(identity: dict[str, Any], storage: dict[str, Any]) -> str:
+    """A short stable hash of identity + storage, used to name default cache folders."""
+    blob = json.dumps({"identity": identity, "storage": storage}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def normalise(value: Any) -> Any:
+    """JSON round trip, so tuples/lists and int/float keys compare the way they are stored."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    """The manifest dict, or None when the file does not exist; clear errors for foreign/corrupt files."""
+    path = Path(folder) / name
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"teacher cache manifest {path} is unreadable ({exc}); delete the folder and rebuild it with "
+            "'unikd cache-teacher'"
+        ) from exc
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"teacher cache {path} has format_version={version!r} but this unikd reads version "
+            f"{FORMAT_VERSION}; rebuild it with 'unikd cache-teacher'"
+        )
+    return data
+
+
+def _describe_difference(cached: Any, run: Any) -> tuple[Any, Any]:
+    """For dicts, only the keys that differ (the augmentation signature has many)."""
+    if isinstance(cached, dict) and isinstance(run, dict):
+        keys = sorted(set(cached) | set(run))
+        diff = [k for k in keys if cached.get(k, "<absent>") != run.get(k, "<absent>")]
+        return ({k: cached.get(k, "<absent>") for k in diff}, {k: run.get(k, "<absent>") for k in diff})
+    return cached, run
+
+
+def check_identity(
+    cached: dict[str, Any],
+    run: dict[str, Any],
+    *,
+    where: Path,
+    fix: str,
+    fields: tuple[str, ...] = IDENTITY_FIELDS,
+) -> None:
+    """Raise :class:`CacheMismatchError` naming the first field where ``cached`` and ``run`` differ."""
+    for field in fields:
+        want = normalise(run.get(field))
+        have = normalise(cached.get(field))
+        if have != want:
+            have_d, want_d = _describe_difference(have, want)
+            raise CacheMismatchError(
+                f"teacher cache {where} does not match this run: field {field!r} is {have_d!r} in the cache "
+                f"but {want_d!r} for this run. {fix}"
+            )
+
+
+def check_epochs(manifest: dict[str, Any], epochs_needed: int, *, where: Path, fix: str) -> None:
+    """A run of ``epochs_needed`` epochs reads shards 0..epochs_needed-1; all must be cached."""
+    cached = int(manifest.get("epochs", 0))
+    if epochs_needed > cached:
+        raise CacheMismatchError(
+            f"teacher cache {where} does not match this run: field 'epochs' is {cached} in the cache but "
+            f"this run trains {epochs_needed} epochs (more than cached). {fix}"
+        )

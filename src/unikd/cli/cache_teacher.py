@@ -1,0 +1,64 @@
+"""``unikd cache-teacher CONFIG.yaml [key=value ...]``: precompute teacher logits for ``teacher.cache``."""
+
+from __future__ import annotations
+
+import argparse
+
+_EPILOG = """\
+Give the same config and key=value overrides as the 'unikd train' runs that will use the cache: the cache
+replays the exact augmented views of that training stream (seed, batch size, augmentation, mixup) and
+'unikd train ... teacher.cache=DIR' refuses a cache built for anything else. Rerunning the command resumes
+an interrupted build (finished epochs are kept) and returns at once when the cache is complete.
+
+Storage: fp16 full logits when the class count is <= 1024 (fp32 with --dtype fp32, needed for bit-exact
+replays), else the top-k log-probabilities plus the residual log-mass (--topk forces it).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "cache-teacher",
+        help="precompute the teacher's logits over the augmented training stream (for teacher.cache)",
+        description="Run the teacher over the exact augmented views of E epochs of the training stream and "
+        "store its logits (memory-mapped shards + manifest) for 'unikd train ... teacher.cache=DIR'.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="training config YAML (the one the distillation runs use)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for 'unikd train'")
+    p.add_argument("--out", default=None,
+                   help="cache folder (default: teacher.cache if set, else "
+                   "$UNIKD_CACHE/teacher-cache/<teacher>-seed<seed>-<key>, $UNIKD_CACHE=~/.cache/unikd)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs to cache (default: the config's epochs)")
+    p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16",
+                   help="storage precision (default fp16)")
+    p.add_argument("--topk", type=int, default=None,
+                   help="store top-k + residual mass with this k (default: full logits when classes <= 1024, "
+                   "else k=20)")
+    p.add_argument("--world-size", type=int, default=1,
+                   help="number of DDP ranks of the training runs (each rank's teacher forward is replayed)")
+    p.add_argument("--overwrite", action="store_true", help="replace a cache of another run in the folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from unikd.cache import build_teacher_cache, read_manifest
+    from unikd.engine.config import load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        folder = build_teacher_cache(
+            cfg, args.out, epochs=args.epochs, dtype=args.dtype, topk=args.topk, world_size=args.world_size,
+            overwrite=args.overwrite, show_progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"unikd cache-teacher: error: {e}")
+        return 2
+    m = read_manifest(folder) or {}
+    storage = f"{m.get('mode')} {m.get('dtype')}" + (f" k={m['k']}" if m.get("k") else "")
+    print(f"teacher cache: {folder}  ({m.get('epochs')} epochs x {m.get('num_samples')} samples, {storage}, "
+          f"{m.get('total_bytes', 0) / 1e6:.1f} MB)")
+    print(f"use it with: unikd train {args.config} {' '.join(args.overrides)} teacher.cache={folder}".replace(
+        "  ", " "))
+    return 0
