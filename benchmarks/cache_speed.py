@@ -93,9 +93,9 @@ def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -
     cfg_kd = load_config(None, base + kd)
 
     cache_dir = work / f"cache-{tag}"
-    from unikd.engine.setup import _datasets
+    from unikd.engine.setup import build_datasets
 
-    _datasets(cfg_kd)  # decode/cache the images first, so the build time below is the teacher pass
+    build_datasets(cfg_kd)  # decode/cache the images first, so the build time below is the teacher pass
     shutil.rmtree(cache_dir, ignore_errors=True)  # time a full build, not the reuse of an earlier one
     t0 = time.perf_counter()
     build_teacher_cache(cfg_kd, cache_dir, show_progress=False)

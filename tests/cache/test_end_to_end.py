@@ -153,10 +153,10 @@ def test_world_size_2_build_replays_each_ranks_batches(setup):
     cfg = _cfg(tmp, *kd)
     ws2 = build_teacher_cache(cfg, tmp / "ws2", dtype="fp32", epochs=1, world_size=2, show_progress=False)
     assert read_manifest(ws2)["identity"]["world_size"] == 2
-    train_ds, val_ds = harness._datasets(cfg)
-    loaders = [harness._loaders(cfg, DistInfo(r, 2, 0, torch.device("cpu")), train_ds, val_ds)[0]
+    train_ds, val_ds = harness.build_datasets(cfg)
+    loaders = [harness.build_loaders(cfg, DistInfo(r, 2, 0, torch.device("cpu")), train_ds, val_ds)[0]
                for r in range(2)]
-    one = harness._loaders(cfg, DistInfo(0, 1, 0, torch.device("cpu")), train_ds, val_ds)[0]
+    one = harness.build_loaders(cfg, DistInfo(0, 1, 0, torch.device("cpu")), train_ds, val_ds)[0]
     short = _cfg(tmp, *kd, "epochs=1", f"teacher.cache={ws2}")
     cached = open_teacher_cache(short, loaders[1], "cpu")
     reference = open_teacher_cache(_cfg(tmp, *kd, f"teacher.cache={cache32}"), one, "cpu")

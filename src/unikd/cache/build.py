@@ -94,8 +94,8 @@ def _stream_parts(cfg: Any, device: torch.device, world_size: int) -> tuple[list
     from unikd.engine import setup
     from unikd.engine.distributed import DistInfo
 
-    train_ds, val_ds = setup._datasets(cfg)
-    loaders = [setup._loaders(cfg, DistInfo(rank, world_size, 0, device), train_ds, val_ds)[0]
+    train_ds, val_ds = setup.build_datasets(cfg)
+    loaders = [setup.build_loaders(cfg, DistInfo(rank, world_size, 0, device), train_ds, val_ds)[0]
                for rank in range(world_size)]
     return loaders, int(cfg.num_classes or train_ds.num_classes)
 
@@ -107,7 +107,7 @@ def _teacher_fn(cfg: Any, device: torch.device, num_classes: int) -> Any:
     from unikd.engine.evaluate import autocast_factory
 
     live_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, cache=None))
-    live, _, _ = setup._teacher(live_cfg, num_classes, DistInfo(0, 1, 0, device), None,
+    live, _, _ = setup.build_teacher(live_cfg, num_classes, DistInfo(0, 1, 0, device), None,
                                 autocast_factory(cfg.precision, device))
 
     def forward(images: torch.Tensor) -> torch.Tensor:

@@ -114,7 +114,7 @@ class Components:
         return ckpt
 
 
-def _datasets(cfg: Config) -> tuple[Any, Any]:
+def build_datasets(cfg: Config) -> tuple[Any, Any]:
     d = cfg.data
     val_split = "val" if d.val_split > 0 else "test"
     if d.loader == "torch" and d.name == "imagefolder":
@@ -140,7 +140,7 @@ def _datasets(cfg: Config) -> tuple[Any, Any]:
     return train_ds, val_ds
 
 
-def _loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
+def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
     from unikd.data import InMemoryLoader, TorchLoader
 
     d = cfg.data
@@ -204,7 +204,7 @@ def _weak_head_input(cfg: Config, model: nn.Module, sample: torch.Tensor) -> tup
     return tap, width
 
 
-def _teacher(
+def build_teacher(
     cfg: Config,
     num_classes: int,
     info: DistInfo,
@@ -243,7 +243,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             "precision=bf16 (autocast) or precision=fp32"
         )
     seed_everything(cfg.seed)
-    train_ds, val_ds = _datasets(cfg)
+    train_ds, val_ds = build_datasets(cfg)
     num_classes = cfg.num_classes or train_ds.num_classes
     if num_classes < train_ds.num_classes:
         raise ValueError(
@@ -252,7 +252,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         )
     sample = _sample(train_ds, dev)
     in_chans = int(sample.shape[1])
-    train_loader, val_loader = _loaders(cfg, info, train_ds, val_ds)
+    train_loader, val_loader = build_loaders(cfg, info, train_ds, val_ds)
     if len(train_loader) == 0:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} gives no full batch from {len(train_ds)} samples"
@@ -276,7 +276,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         pre.add("weak head", f"feature {tap.path!r} -> Linear({in_features}, {num_classes})")
     teacher, teacher_meta = None, {}
     if objective.requires_teacher:
-        teacher, teacher_model, teacher_meta = _teacher(
+        teacher, teacher_model, teacher_meta = build_teacher(
             cfg, num_classes, info, train_loader, autocast, in_chans
         )
         if teacher_model is not None:
