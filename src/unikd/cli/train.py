@@ -10,8 +10,8 @@ from typing import Any
 
 EPILOG = """\
 examples:
-  unikd train configs/cifar100_resnet56.yaml out_dir=runs/t56
-  unikd train configs/cifar100_nkd_resnet56_resnet20.yaml teacher.checkpoint=runs/t56/best.pt
+  unikd train configs/cifar100/ce/resnet56.yaml out_dir=runs/t56
+  unikd train configs/cifar100/nkd/resnet56_resnet20.yaml teacher.checkpoint=runs/t56/best.pt
   unikd train - method=uskd model=tiny_cnn data.name=digits epochs=5 sched.milestones=[3]
   unikd train configs/x.yaml resume=auto          # continue from out_dir/last.pt
   torchrun --nproc_per_node 2 -m unikd train configs/x.yaml   # DDP, data.batch_size is the global batch
