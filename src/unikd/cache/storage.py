@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from unikd._atomic import atomic_write_text, fsync_dir
+
 FULL = "full"
 TOPK = "topk"
 MODES = (FULL, TOPK)
@@ -171,7 +173,7 @@ def commit_shard(array: np.memmap, tmp_path: Path, final_path: Path) -> None:
     with open(tmp_path, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp_path, final_path)
-    _fsync_dir(final_path.parent)
+    fsync_dir(final_path.parent)
 
 
 def open_shard(path: Path) -> np.ndarray:
@@ -181,26 +183,4 @@ def open_shard(path: Path) -> np.ndarray:
 
 def atomic_write_json(obj: Any, path: Path) -> None:
     """Write JSON to a temporary file in the same folder, fsync, and rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform/filesystem, hence best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
