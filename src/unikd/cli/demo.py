@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "demo",
-        help="train a teacher and CE/KD/NKD/USKD students on bundled digits (no downloads, ~2 min on CPU)",
+        help="train a teacher and CE/KD/NKD/USKD students on bundled digits (no downloads, ~1 min on CPU)",
         description=(
             f"Train a small teacher ({TEACHER_MODEL}) on scikit-learn's bundled 8x8 digits, then a "
             f"{STUDENT_MODEL} student with each of CE, KD, NKD and USKD (same seed, data order and "
