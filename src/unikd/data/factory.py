@@ -11,7 +11,7 @@ from unikd.data.arrays import load_digits, load_npz
 from unikd.data.cifar import load_cifar
 from unikd.data.dataset import ArrayDataset
 from unikd.data.imagefolder import load_imagefolder
-from unikd.data.loader import InMemoryLoader
+from unikd.data.loader import InMemoryLoader, PlannedLoader
 from unikd.data.torch_loader import FolderDataset, TorchLoader
 from unikd.registry import Registry, closest
 
@@ -64,12 +64,12 @@ def create_loader(
     """A batch loader for ``dataset``: ``loader="memory"`` (InMemoryLoader, the default) or ``"torch"``
     (a DataLoader with ``num_workers`` decoding workers). A folder path as ``dataset`` builds a lazily
     decoding :class:`FolderDataset` (split ``split``) and uses the torch path. ``kw`` are the
-    InMemoryLoader options (seed, device, crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob,
+    PlannedLoader options (seed, device, crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob,
     drop_last, rank, world_size, shuffle).
     """
     if loader not in ("memory", "torch"):
         raise ValueError(f"loader must be 'memory' or 'torch', got {loader!r}")
-    allowed = set(inspect.signature(InMemoryLoader).parameters) - {"dataset", "batch_size", "train"}
+    allowed = set(inspect.signature(PlannedLoader).parameters) - {"dataset", "batch_size", "train"}
     bad = sorted(set(kw) - allowed)
     if bad:
         raise ValueError(f"create_loader: unknown option(s) {bad}; valid: {', '.join(sorted(allowed))}")

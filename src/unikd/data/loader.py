@@ -130,8 +130,9 @@ class BatchPlan:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
-class InMemoryLoader:
-    """Yields :class:`Batch` from an :class:`ArrayDataset` kept (uint8) on ``device``.
+class PlannedLoader:
+    """What both loaders share: the batch plan (order, sharding, resumable position) and the on-device
+    batch augmenter. Subclasses provide ``__iter__`` and ``augment_signature``.
 
     Training (``train=True``): hashed shuffle, crop with ``crop_padding`` zero padding, horizontal flip,
     optional mixup (``mixup_alpha``) / cutmix (``cutmix_alpha``) applied to a sample with probability
@@ -142,7 +143,7 @@ class InMemoryLoader:
 
     def __init__(
         self,
-        dataset: ArrayDataset,
+        dataset: Any,
         batch_size: int,
         *,
         train: bool,
@@ -174,9 +175,6 @@ class InMemoryLoader:
         cfg = AugmentConfig(crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob)
         self.cfg = cfg if train else AugmentConfig(0, False)
         self.augmenter = BatchAugmenter(self.cfg, dataset.mean, dataset.std, dataset.num_classes, self.device)
-        # One copy of the uint8 data on the device; batches are gathered from it, never from Python objects.
-        self.images = dataset.images.to(self.device)
-        self.labels = dataset.labels.to(self.device)
 
     @property
     def seed(self) -> int:
@@ -196,6 +194,24 @@ class InMemoryLoader:
     def set_epoch(self, epoch: int) -> None:
         self.plan.set_epoch(epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and position (batches already yielded) for an exact mid-epoch resume."""
+        return self.plan.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plan.load_state_dict(state)
+
+
+class InMemoryLoader(PlannedLoader):
+    """Yields :class:`Batch` from an :class:`ArrayDataset` kept (uint8) on ``device``; options and
+    semantics as in :class:`PlannedLoader`."""
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, **options: Any) -> None:
+        super().__init__(dataset, batch_size, **options)
+        # One copy of the uint8 data on the device; batches are gathered from it, never from Python objects.
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+
     def make_batch(self, index: torch.Tensor, epoch: int) -> Batch:
         """The batch of dataset rows ``index`` (CPU int64) as seen at ``epoch``."""
         index = index.to(torch.int64).cpu()
@@ -210,13 +226,6 @@ class InMemoryLoader:
         epoch = self.plan.epoch
         for rows in self.plan.rank_batches():
             yield self.make_batch(rows, epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Epoch and position (batches already yielded) for an exact mid-epoch resume."""
-        return self.plan.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plan.load_state_dict(state)
 
     def augment_signature(self) -> dict[str, Any]:
         """Everything besides (epoch, index) that determines the views: for teacher-output cache manifests."""

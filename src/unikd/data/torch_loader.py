@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from unikd.data.augment import AugmentConfig, BatchAugmenter, sample_params, signature
+from unikd.data.augment import sample_params, signature
 from unikd.data.dataset import ArrayDataset, check_split, parse_resize
 from unikd.data.imagefolder import decode_image, index_layout
-from unikd.data.loader import Batch, BatchPlan
+from unikd.data.loader import Batch, PlannedLoader
 
 # Without a pass over the data the lazy dataset cannot compute statistics; ImageNet's are the usual choice.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,63 +115,15 @@ class _Indexed(Dataset):
         return x, y, i
 
 
-class TorchLoader:
-    """Same interface and semantics as :class:`InMemoryLoader`, decoding with DataLoader workers."""
+class TorchLoader(PlannedLoader):
+    """Same interface and semantics as :class:`InMemoryLoader`, decoding with ``num_workers`` DataLoader
+    workers; the other options are those of :class:`~unikd.data.loader.PlannedLoader`."""
 
     def __init__(
-        self,
-        dataset: FolderDataset | ArrayDataset,
-        batch_size: int,
-        *,
-        train: bool,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        num_workers: int = 2,
-        crop_padding: int = 4,
-        hflip: bool = True,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 1.0,
-        drop_last: bool | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool | None = None,
+        self, dataset: FolderDataset | ArrayDataset, batch_size: int, *, num_workers: int = 2, **options: Any
     ) -> None:
-        self.dataset = dataset
-        self.device = torch.device(device)
-        self.train = train
+        super().__init__(dataset, batch_size, **options)
         self.num_workers = num_workers
-        self.plan = BatchPlan(
-            len(dataset),
-            batch_size,
-            train=train,
-            seed=seed,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            shuffle=shuffle,
-        )
-        cfg = AugmentConfig(crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob)
-        self.cfg = cfg if train else AugmentConfig(0, False)
-        self.augmenter = BatchAugmenter(self.cfg, dataset.mean, dataset.std, dataset.num_classes, self.device)
-
-    @property
-    def seed(self) -> int:
-        return self.plan.seed
-
-    @property
-    def epoch(self) -> int:
-        return self.plan.epoch
-
-    @property
-    def batch_size(self) -> int:
-        return self.plan.batch_size
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.plan.set_epoch(epoch)
 
     def _fetch_lists(self, epoch: int, batches: list[torch.Tensor]) -> list[list[int]]:
         """Per batch, the sorted unique dataset indices to decode: the rows plus their mixing partners."""
@@ -215,12 +167,6 @@ class TorchLoader:
             yield Batch(imgs, target, rows.to(self.device))
         if self.plan.position >= len(self.plan):
             self.plan.epoch, self.plan.position = epoch + 1, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.plan.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plan.load_state_dict(state)
 
     def augment_signature(self) -> dict[str, Any]:
         sig = signature(self.cfg, self.plan.seed, self.dataset.mean, self.dataset.std)
