@@ -2,7 +2,7 @@
 
 For every (teacher -> student) pair this builds the harness's own components (``unikd.engine.setup.build``:
 model, loss module, live teacher, optimiser, scheduler, autocast) for each method and times
-``Trainer._step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
+``Trainer.step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
 pre-drawn batches. Methods are interleaved step by step (round robin) so that drifts of the machine (other
 processes, clock changes) hit all of them alike:
 
@@ -122,13 +122,12 @@ def measure_pair(
                     teacher_src(b.images, 0, b.index)
                 else:
                     trainers[name].c.model.train()
-                    trainers[name]._step(b, 0, r, 1000)
+                    trainers[name].step(b, 0, r, 1000)
                 _sync(device)
                 if r >= args.warmup:  # the warm-up rounds fill allocator and autocast caches
                     times[name].append(clock() - t0)
         for t in trainers.values():
-            if t.c.tap is not None:
-                t.c.tap.remove()
+            t.c.remove_taps()
             t.c.run_dir.close()
     ce, tf = times["ce"], times.get("teacher forward")
 

@@ -39,7 +39,7 @@ def test_two_gloo_ranks_match_one_process(npz_data, tmp_path):
 
     one, two = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
     assert one["global_step"] == two["global_step"] == 16
-    for key in ("model", "loss_module"):
+    for key in ("model", "objective"):
         for name, value in one[key].items():
             torch.testing.assert_close(two[key][name], value, rtol=1e-4, atol=1e-5, msg=f"{key}.{name}")
     m1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]

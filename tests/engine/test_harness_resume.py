@@ -63,7 +63,7 @@ def _reference(npz: Path, out: Path) -> float:
 def _assert_identical(a: Path, b: Path) -> None:
     ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
     assert ca["global_step"] == cb["global_step"] == 48
-    for key in ("model", "train_model", "loss_module"):
+    for key in ("model", "train_model", "objective"):
         assert ca[key].keys() == cb[key].keys()
         for name in ca[key]:
             assert torch.equal(ca[key][name], cb[key][name]), f"{key}.{name} differs after resume"
