@@ -88,7 +88,8 @@ def test_cifar100_protocol():
         if "fitnet" in weights:
             assert (cfg.loss.ce_weight, weights["fitnet"]) == (1.0, 100.0), path
         if "at" in weights:
-            assert (cfg.loss.ce_weight, weights["at"], cfg.terms[0].params.get("p", 2.0)) == (1.0, 1000.0, 2.0)
+            p = cfg.terms[0].params.get("p", 2.0)
+            assert (cfg.loss.ce_weight, weights["at"], p) == (1.0, 1000.0, 2.0), path
 
 
 def test_nkd_uskd_recipes():

@@ -121,3 +121,18 @@ def test_feature_terms_use_the_live_teacher_even_with_a_cache(npz_data, teacher_
     only_cache = load_config(None, base_overrides(npz_data, tmp_path, **cached) + ["method=at"])
     with pytest.raises(ValueError, match="teacher.cache does not hold.*set teacher.model=<name>"):
         build(only_cache, CPU)
+
+
+def test_checkpoints_from_before_the_terms_form_resume_their_single_loss_module(npz_data, tmp_path):
+    from unikd.engine.resume import _restore_objective
+
+    c = build(load_config(None, base_overrides(npz_data, tmp_path, method="uskd")), CPU)
+    head = c.objective.terms["uskd"].head
+    old = {"head.weight": torch.ones_like(head.weight), "head.bias": torch.zeros_like(head.bias)}
+    legacy = {"loss_module": old}
+    _restore_objective(c.objective, legacy, tmp_path / "old.pt")
+    assert torch.equal(head.weight, torch.ones_like(head.weight))
+    with pytest.raises(ValueError, match="state of its loss terms does not fit"):
+        _restore_objective(c.objective, {"objective": {"terms.fitnet.regressor.conv.weight": head.weight}},
+                           tmp_path / "old.pt")
+    c.remove_taps()

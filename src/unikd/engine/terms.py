@@ -113,24 +113,30 @@ def _resolve(plan: TermPlan, cfg: Config, student: nn.Module, teacher: nn.Module
 
 
 @torch.no_grad()
-def _measure(model: nn.Module | None, specs: list[str], sample: torch.Tensor) -> dict[str, Any]:
-    """``{spec: (per-sample shape, pooled width)}`` from one eval-mode forward (BN statistics untouched)."""
+def _measure(model: nn.Module | None, specs: list[str], sample: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """``{spec: per-sample shape}`` from one eval-mode forward (BN statistics untouched)."""
     if model is None or not specs:
         return {}
-    from unikd.models import pool_feature
-
     was_training = model.training
     model.eval()
     try:
         with TapSet(model, specs) as taps:
             model(sample)
-            outputs = taps.outputs()
+            return taps.shapes()
     finally:
         model.train(was_training)
-    return {
-        spec: (tuple(int(d) for d in t.shape[1:]), int(pool_feature(t).shape[1]))
-        for spec, t in outputs.items()
-    }
+
+
+def _pooled_width(shape: tuple[int, ...], spec: str) -> int:
+    """Width of ``pool_feature`` of a tensor with this per-sample shape: (C, H, W) -> C, (L, D) -> D, (D,)."""
+    if len(shape) in (1, 3):
+        return shape[0]
+    if len(shape) == 2:
+        return shape[1]
+    raise ValueError(
+        f"tap {spec!r} gives per-sample shape {shape}, which cannot be pooled into an embedding; tap a "
+        "module whose output is (N, C, H, W), (N, L, D) or (N, D)"
+    )
 
 
 def build_objective(
@@ -156,13 +162,15 @@ def build_objective(
             "num_classes": num_classes,
             "num_samples": num_samples,
             "total_epochs": cfg.epochs,
-            "student_shapes": [found["student"][s][0] for s in taps.student_features],
-            "teacher_shapes": [found["teacher"][s][0] for s in taps.teacher_features],
+            "student_shapes": [found["student"][s] for s in taps.student_features],
+            "teacher_shapes": [found["teacher"][s] for s in taps.teacher_features],
         }
         if taps.student_embedding:
-            context["in_features"] = found["student"][taps.student_embedding][1]
+            spec = taps.student_embedding
+            context["in_features"] = _pooled_width(found["student"][spec], spec)
         if taps.teacher_embedding:
-            context["teacher_in_features"] = found["teacher"][taps.teacher_embedding][1]
+            spec = taps.teacher_embedding
+            context["teacher_in_features"] = _pooled_width(found["teacher"][spec], spec)
         kwargs = {**plan.config.params, **{k: context[k] for k in plan.context if k in context}}
         module = create_loss(plan.loss_name, **kwargs).to(sample.device)
         tc = plan.config
@@ -191,10 +199,10 @@ def _describe(plan: TermPlan, taps: _Taps, found: dict[str, Any]) -> str:
     reads = []
     for side in ("student", "teacher"):
         for spec in getattr(taps, f"{side}_features"):
-            reads.append(f"{side} {spec} {'x'.join(map(str, found[side][spec][0]))}")
+            reads.append(f"{side} {spec} {'x'.join(map(str, found[side][spec]))}")
         emb = getattr(taps, f"{side}_embedding")
         if emb:
-            reads.append(f"{side} embedding {emb} ({found[side][emb][1]})")
+            reads.append(f"{side} embedding {emb} ({_pooled_width(found[side][emb], emb)})")
     return text + (f"; reads {', '.join(reads)}" if reads else "")
 
 
