@@ -64,7 +64,7 @@ def test_teacher_and_student_run_once_per_step_for_all_terms(npz_data, teacher_c
     regressor = c.objective.terms["fitnet"].regressor
     before = regressor.conv.weight.detach().clone()
     for i, batch in zip(range(3), c.train_loader):
-        values = trainer.step(batch, 0, i, len(c.train_loader))
+        values, _ = trainer.step(batch, 0, i, len(c.train_loader))
         assert values.shape == (5,) and torch.isfinite(values).all()
     assert calls == {"teacher": 3, "student": 3}
     optimised = {id(p) for g in c.optimizer.param_groups for p in g["params"]}
