@@ -22,7 +22,7 @@ def test_list_and_create_every_loss():
         cls = L.LOSSES.get(name)
         shapes = _SHAPES.get(getattr(cls, "taps", None), [(4, 8, 8)])
         ctx = {"num_classes": 5, "num_samples": 20, "in_features": 4, "teacher_in_features": 6,
-               "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3}
+               "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3, "role": "student"}
         m = L.create_loss(name, **{k: ctx[k] for k in context_arguments(cls)})
         assert isinstance(m, torch.nn.Module)
 

@@ -39,6 +39,8 @@ CONTEXT: dict[str, str] = {
     "in_features": "int: width D of the student embedding",
     "teacher_in_features": "int: width D of the teacher embedding",
     "total_epochs": "int: the run's epochs",
+    "role": "str: 'student' (the run's student; every run without peers) or 'peer' (another network of "
+    "online training, online.peers)",
 }
 
 

@@ -148,8 +148,10 @@ def build_objective(
     sample: torch.Tensor,
     num_classes: int,
     num_samples: int,
+    role: str = "student",
 ) -> tuple[Objective, list[tuple[str, str]]]:
-    """The objective (on the sample's device) and the preflight rows that describe its terms."""
+    """The objective (on the sample's device) and the preflight rows that describe its terms; ``role`` is
+    the network's role in online training (``"peer"`` for the other networks), a context argument."""
     from unikd.losses import create_loss
 
     resolved = [_resolve(p, cfg, student, teacher) for p in plans]
@@ -162,6 +164,7 @@ def build_objective(
             "num_classes": num_classes,
             "num_samples": num_samples,
             "total_epochs": cfg.epochs,
+            "role": role,
             "student_shapes": [found["student"][s] for s in taps.student_features],
             "teacher_shapes": [found["teacher"][s] for s in taps.teacher_features],
         }

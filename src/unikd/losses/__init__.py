@@ -16,7 +16,9 @@ from torch import nn
 
 from ..registry import Registry
 from .at import ATLoss, at_loss
+from .bdkd import BDKDLoss, bdkd_loss, bdkd_peer_loss
 from .dkd import DKDLoss, dkd_loss
+from .dml import DMLLoss, dml_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
 from .nkd import NKDLoss, nkd_loss
@@ -33,6 +35,8 @@ LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
 LOSSES.register("fitnet", FitNetLoss)
 LOSSES.register("at", ATLoss)
+LOSSES.register("dml", DMLLoss)
+LOSSES.register("bdkd", BDKDLoss)
 
 # The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
 LOSS_FUNCTIONS = {
@@ -44,6 +48,8 @@ LOSS_FUNCTIONS = {
     "zipf_ls": zipf_ls_loss,
     "fitnet": fitnet_loss,
     "at": at_loss,
+    "dml": dml_loss,
+    "bdkd": bdkd_loss,
 }
 
 
@@ -74,7 +80,9 @@ __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
     "ATLoss",
+    "BDKDLoss",
     "DKDLoss",
+    "DMLLoss",
     "FitNetLoss",
     "HintRegressor",
     "KDLoss",
@@ -83,8 +91,11 @@ __all__ = [
     "USKDLoss",
     "ZipfLSLoss",
     "at_loss",
+    "bdkd_loss",
+    "bdkd_peer_loss",
     "create_loss",
     "dkd_loss",
+    "dml_loss",
     "fitnet_loss",
     "kd_loss",
     "list_losses",
