@@ -97,6 +97,20 @@ class TapsConfig:
 
 
 @dataclass
+class OnlineConfig:
+    # online training: the other networks, trained with `model` (the student) in this run
+    peers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DiagnosticsConfig:
+    every: int = 0  # steps between gradient measurements of the loss terms; 0 = off
+    ratio: float = 100.0  # warn when a term's gradient is > ratio x or < 1/ratio x the CE's ...
+    patience: int = 5  # ... at this many measurements in a row
+    layer: str | None = None  # module path of the student's "last shared layer"; null = found automatically
+
+
+@dataclass
 class OptimConfig:
     name: str = "sgd"
     lr: float = 0.05
@@ -142,11 +156,18 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     taps: TapsConfig = field(default_factory=TapsConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML/JSON-ready); the single method's hyperparameters sit flat in ``loss``,
-        the terms form writes ``loss.terms`` as a mapping by term name."""
+        the terms form writes ``loss.terms`` as a mapping by term name. The optional sections (``online``,
+        ``diagnostics``) are left out while they hold their defaults, so single-network configs (and the
+        hashes the bench takes of them) read as before these sections existed."""
         out = dataclasses.asdict(self)
+        for name in OPTIONAL_SECTIONS:
+            if out[name] == dataclasses.asdict(SECTIONS[name]()):
+                del out[name]
         loss = out["loss"]
         params, _ = loss.pop("params"), loss.pop("terms")
         if self.loss.terms:
@@ -181,7 +202,11 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "sched": SchedConfig,
     "taps": TapsConfig,
+    "online": OnlineConfig,
+    "diagnostics": DiagnosticsConfig,
 }
+# Sections written to config.yaml only when set (see Config.to_dict).
+OPTIONAL_SECTIONS = ("online", "diagnostics")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -190,7 +215,10 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _default_tree() -> dict[str, Any]:
-    return Config().to_dict()
+    tree = Config().to_dict()
+    for name in OPTIONAL_SECTIONS:
+        tree[name] = dataclasses.asdict(SECTIONS[name]())
+    return tree
 
 
 def valid_keys() -> list[str]:

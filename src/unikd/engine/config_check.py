@@ -256,3 +256,24 @@ def validate(cfg: Config) -> None:
         cfg.teacher.min_top1 is None or 0 <= cfg.teacher.min_top1 <= 100,
         f"teacher.min_top1 is a percentage in [0, 100], got {cfg.teacher.min_top1}",
     )
+    _validate_online_and_diagnostics(cfg)
+
+
+def _validate_online_and_diagnostics(cfg: Config) -> None:
+    d = cfg.diagnostics
+    _check(d.every >= 0, f"diagnostics.every must be >= 0 steps (0 = off), got {d.every}")
+    _check(d.ratio > 1, f"diagnostics.ratio must be > 1 (e.g. 100), got {d.ratio}")
+    _check(d.patience >= 1, f"diagnostics.patience must be >= 1 measurements, got {d.patience}")
+    if not cfg.online.peers:
+        return
+    t = cfg.teacher
+    set_keys = [k for k in ("model", "checkpoint", "cache") if getattr(t, k) is not None]
+    first = set_keys[0] if set_keys else ""
+    _check(
+        not set_keys,
+        f"online.peers={cfg.online.peers} trains its own teachers, but teacher.{first} is set: unset "
+        "teacher.model / teacher.checkpoint / teacher.cache, or remove online.peers for offline distillation "
+        "from a trained teacher",
+    )
+    bad = [p for p in cfg.online.peers if not isinstance(p, str) or not p]
+    _check(not bad, f"online.peers must list model names (e.g. [resnet32x4]), got {cfg.online.peers}")

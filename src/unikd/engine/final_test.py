@@ -28,12 +28,8 @@ def wants_final_test(cfg: Any) -> bool:
     return bool(cfg.final_test) and cfg.data.val_split > 0 and cfg.data.loader == "memory"
 
 
-def final_test(c: Any) -> dict[str, Any]:
-    """``{"test_selected_top1": ..., "test_last_top1": ..., ...}`` for the components ``c`` of a run.
-
-    ``selected`` is the epoch with the best validation top-1 (``best.pt``), ``last`` the final weights (the
-    EMA when EMA is on, as for validation). Every rank scores its shard; the metrics are all-reduced.
-    """
+def build_test_loader(c: Any) -> tuple[Any, Any]:
+    """The test split of the run's data (normalised with the training statistics) and its loader."""
     from unikd.data import InMemoryLoader, create_dataset
 
     cfg = c.cfg
@@ -51,27 +47,43 @@ def final_test(c: Any) -> dict[str, Any]:
         rank=c.info.rank,
         world_size=c.info.world_size,
     )
+    return loader, test_ds
 
-    def score(model: Any) -> dict[str, float]:
-        return evaluate(
-            model,
-            loader,
-            num_classes=c.num_classes,
-            precision=cfg.precision,
-            device=c.info.device,
-            channels_last=cfg.channels_last,
-            dist_info=c.info,
-        )
+
+def score(c: Any, model: Any, loader: Any) -> dict[str, float]:
+    """:func:`~unikd.engine.evaluate.evaluate` with the run's settings (all ranks take part)."""
+    cfg = c.cfg
+    return evaluate(
+        model,
+        loader,
+        num_classes=c.num_classes,
+        precision=cfg.precision,
+        device=c.info.device,
+        channels_last=cfg.channels_last,
+        dist_info=c.info,
+    )
+
+
+def final_test(c: Any) -> dict[str, Any]:
+    """``{"test_selected_top1": ..., "test_last_top1": ..., ...}`` for the components ``c`` of a run.
+
+    ``selected`` is the epoch with the best validation top-1 (``best.pt``), ``last`` the final weights (the
+    EMA when EMA is on, as for validation). Every rank scores its shard; the metrics are all-reduced.
+    """
+    loader, test_ds = build_test_loader(c)
+
+    def score_model(model: Any) -> dict[str, float]:
+        return score(c, model, loader)
 
     out: dict[str, Any] = {"test_count": len(test_ds)}
-    last = score(c.eval_model)
+    last = score_model(c.eval_model)
     barrier(c.info)  # rank 0 wrote best.pt; every rank reads it
     if c.run_dir.best.exists():
         selected_model = copy.deepcopy(c.eval_model)
         load_weights(
             selected_model, load_checkpoint(c.run_dir.best)["model"], path=c.run_dir.best, what="checkpoint"
         )
-        selected = score(selected_model)
+        selected = score_model(selected_model)
     else:  # no epoch was evaluated (cannot happen with eval_every <= epochs)
         selected = {k: None for k in METRICS}
     for k in METRICS:

@@ -145,7 +145,7 @@ class Objective(nn.Module):
         logits: Tensor,
         target: Tensor,
         *,
-        teacher_logits: Tensor | None = None,
+        teacher_logits: Tensor | Sequence[Tensor] | None = None,
         student_taps: Mapping[str, Tensor] | None = None,
         teacher_taps: Mapping[str, Tensor] | None = None,
         indices: Tensor | None = None,
@@ -154,7 +154,9 @@ class Objective(nn.Module):
         """Named 0-dim float32 terms; ``"loss"`` is the weighted total that is back-propagated.
 
         ``student_taps`` / ``teacher_taps`` map tap specs to the tensors captured in this step's forward
-        passes (:class:`~unikd.engine.taps.TapSet`).
+        passes (:class:`~unikd.engine.taps.TapSet`). In online training ``teacher_logits`` is the list of
+        the other networks' logits: a term that reads them is averaged over the list (DML's
+        ``1/(K-1) sum_{l != k}``), each element in turn being its ``teacher_logits``.
         """
         logits = logits.float()  # losses in fp32 even under autocast (softmax of low-precision logits)
         ce = F.cross_entropy(logits, target, label_smoothing=self.smoothing)
@@ -168,15 +170,32 @@ class Objective(nn.Module):
             "epoch_progress": float(epoch_progress),
             "pooled": {},
         }
+        others = list(teacher_logits) if isinstance(teacher_logits, (list, tuple)) else None
         for term in self.specs:
-            kwargs = {name: self._input(name, term, step) for name in term.requires}
-            value = self.terms[term.name](logits, **kwargs)
+            if others is not None and "teacher_logits" in term.requires:
+                value = self._over_others(term, logits, others, step)
+            else:
+                kwargs = {name: self._input(name, term, step) for name in term.requires}
+                value = self.terms[term.name](logits, **kwargs)
             if not isinstance(value, Tensor) or value.dim() != 0:
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"term {term.name!r} must return a 0-dim loss tensor, got {shape}")
             out[term.name] = value
             out["loss"] = out["loss"] + (term.weight * term.ramp(epoch_progress)) * value
         return out
+
+    def _over_others(self, term: Term, logits: Tensor, others: list[Tensor], step: dict[str, Any]) -> Tensor:
+        """The mean of a term over the other networks' logits (online training)."""
+        if not others:
+            raise ValueError(f"term {term.name!r} needs teacher_logits, but this step has no other network")
+        total: Tensor | None = None
+        for other in others:
+            here = {**step, "teacher_logits": other}
+            kwargs = {name: self._input(name, term, here) for name in term.requires}
+            value = self.terms[term.name](logits, **kwargs)
+            total = value if total is None else total + value
+        assert total is not None
+        return total / len(others) if len(others) > 1 else total
 
     @staticmethod
     def _input(name: str, term: Term, step: dict[str, Any]) -> Any:

@@ -113,6 +113,16 @@ def restore(c: Components) -> Path | None:
         else:
             c.ema.module.load_state_dict(ckpt["model"])
     _restore_objective(c.objective, ckpt, path)
+    if c.online is not None:
+        c.online.load_state_dict(ckpt.get("online"), path)
+    elif ckpt.get("online"):
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: it was saved by online training with peers "
+            f"{[p['model_name'] for p in ckpt['online']['peers']]}, but this config has no online.peers; set "
+            "them, or use a fresh out_dir or resume=no"
+        )
+    if c.diagnostics is not None:
+        c.diagnostics.load_state_dict(ckpt.get("diagnostics"))
     c.optimizer.load_state_dict(ckpt["optimizer"])
     c.scheduler.load_state_dict(ckpt["scheduler"])
     if c.scaler is not None and "scaler" in ckpt:

@@ -8,14 +8,16 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from unikd.engine.config import Config
+from unikd.engine.diagnostics import GradDiagnostics, build_diagnostics
 from unikd.engine.distributed import DistInfo
-from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
+from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate
+from unikd.engine.network import create_network, train_parts
 from unikd.engine.objective import Objective
 from unikd.engine.preflight import (
     Preflight,
@@ -30,6 +32,9 @@ from unikd.engine.state import TrainState
 from unikd.engine.taps import TapSet
 from unikd.engine.teacher import CHECKPOINT_FORMAT, LiveTeacher, TeacherSource, load_teacher_model
 from unikd.engine.terms import build_objective, plan_terms, student_specs, teacher_specs
+
+if TYPE_CHECKING:
+    from unikd.engine.online import OnlineRun
 
 log = logging.getLogger("unikd")
 
@@ -60,6 +65,12 @@ class Components:
     run_dir: RunDir
     state: TrainState
     autocast: Callable[[], Any]
+    online: OnlineRun | None = None  # the peers of online training (online.peers)
+    diagnostics: GradDiagnostics | None = None  # per-term gradient measurements (diagnostics.every)
+
+    def term_names(self) -> list[str]:
+        """Names of the logged loss terms: the student's, then each peer's as ``<peer>/<term>``."""
+        return self.objective.term_names() + (self.online.term_names() if self.online else [])
 
     @property
     def eval_model(self) -> nn.Module:
@@ -74,6 +85,8 @@ class Components:
     def remove_taps(self) -> None:
         self.student_taps.remove()
         self.teacher_taps.remove()
+        if self.online is not None:
+            self.online.remove_taps()
 
     @property
     def trainable_params(self) -> list[nn.Parameter]:
@@ -116,6 +129,10 @@ class Components:
         if self.scaler is not None:
             ckpt["scaler"] = self.scaler.state_dict()
         ckpt["objective"] = self.objective.state_dict()  # term modules by name (heads, connectors, banks)
+        if self.online is not None:
+            ckpt["online"] = self.online.state_dict()  # every peer's weights, optimiser, schedule, EMA, terms
+        if self.diagnostics is not None:
+            ckpt["diagnostics"] = self.diagnostics.state_dict()
         return ckpt
 
 
@@ -186,15 +203,6 @@ def _sample(ds: Any, device: torch.device) -> torch.Tensor:
     return ((raw.float() / 255.0 - mean) / std).to(device)
 
 
-def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device) -> nn.Module:
-    from unikd.models import create_model
-
-    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans)).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
 def build_teacher(
     cfg: Config,
     num_classes: int,
@@ -261,15 +269,19 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"data.batch_size={cfg.data.batch_size} gives no full batch from {len(train_ds)} samples"
         )
     autocast = autocast_factory(cfg.precision, dev)
-    model = _student(cfg, num_classes, in_chans, dev)
+    model = create_network(cfg, cfg.model, num_classes, in_chans, dev)
 
     plans = plan_terms(cfg)
+    if cfg.online.peers:
+        from unikd.engine.online import check_online_terms
+
+        check_online_terms(cfg, plans)
     tap_terms = [p.name for p in plans if p.needs_teacher_taps]
     pre = Preflight()
     pre.add("method", f"{cfg.method}  (loss terms: ce{''.join(', ' + p.name for p in plans)})")
     pre.add("student", f"{cfg.model}  ({count_parameters(model)} params, {num_classes} classes)")
     teacher, teacher_model, teacher_meta = None, None, {}
-    if any(p.needs_teacher for p in plans):
+    if any(p.needs_teacher for p in plans) and not cfg.online.peers:  # online: the peers teach
         teacher, teacher_model, teacher_meta = build_teacher(
             cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
@@ -309,42 +321,19 @@ def build(cfg: Config, info: DistInfo) -> Components:
     )
     pre.add("normalisation", normalisation_note((train_ds.mean, train_ds.std), teacher_meta.get("data")))
 
-    from unikd.engine.ema import ModelEMA
-    from unikd.engine.optim import build_optimizer
-    from unikd.engine.schedule import build_scheduler
-
     o, s = cfg.optim, cfg.sched
-    optimizer = build_optimizer(
-        [model, objective],
-        name=o.name,
-        lr=o.lr,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        weight_decay=o.weight_decay,
-        betas=tuple(o.betas),
-        no_decay_norm_bias=o.no_decay_norm_bias,
-    )
     steps = len(train_loader)
-    scheduler = build_scheduler(
-        optimizer,
-        name=s.name,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        milestones=s.milestones,
-        gamma=s.gamma,
-        warmup_epochs=s.warmup_epochs,
-        min_lr_factor=s.min_lr_factor,
-    )
+    parts = train_parts(cfg, info, model, objective, steps)
+    optimizer, scheduler, ema, ddp_model = parts.optimizer, parts.scheduler, parts.ema, parts.ddp_model
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    online = None
+    if cfg.online.peers:
+        from unikd.engine.online import build_online
 
-    ddp_model: nn.Module = model
-    if info.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        online = build_online(
+            cfg, info, plans, pre, num_classes=num_classes, in_chans=in_chans, sample=sample,
+            num_samples=len(train_ds), steps_per_epoch=steps,
         )
-    if cfg.compile:
-        ddp_model = torch.compile(ddp_model)
 
     # Attached after the EMA copy (which must not inherit the hooks) and before the first step.
     student_taps = TapSet(model, student_specs(objective))
@@ -372,6 +361,8 @@ def build(cfg: Config, info: DistInfo) -> Components:
         run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard),
         state=TrainState(),
         autocast=autocast,
+        online=online,
+        diagnostics=build_diagnostics(cfg, info, model, objective, sample),
     )
     resumed = restore(c)
     per_rank = cfg.data.batch_size // info.world_size

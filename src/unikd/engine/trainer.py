@@ -123,6 +123,10 @@ class Trainer:
             summary = self._summary(finished=True)
             if wants_final_test(self.cfg):
                 summary.update(final_test(c))
+            if c.online is not None:
+                tested = c.online.final_test(c) if wants_final_test(self.cfg) else None
+                summary.pop("online", None)  # rebuilt last, with the peers' test numbers
+                summary["online"] = c.online.summary(c, summary, tested)
             c.run_dir.write_summary(summary)
             if c.info.is_main:
                 log.info(
@@ -141,10 +145,17 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> None:
         c, st = self.c, self.c.state
         steps = len(c.train_loader)
+        names = c.term_names()
         if st.position == 0:
-            st.reset_epoch(len(c.objective.term_names()))
+            st.reset_epoch(len(names))
+            if c.online is not None:
+                c.online.reset_epoch()
+            if c.diagnostics is not None:
+                c.diagnostics.reset_epoch()
         c.train_loader.set_epoch(epoch)  # keeps a resumed mid-epoch position (same epoch)
         c.model.train()
+        if c.online is not None:
+            c.online.set_train()
         bar = progress(
             c.train_loader,
             total=steps - st.position,
@@ -163,7 +174,6 @@ class Trainer:
             st.epoch_train_seconds = time.perf_counter() - t_epoch
             if self.cfg.checkpoint_every and st.global_step % self.cfg.checkpoint_every == 0:
                 self._save_last()
-            names = c.objective.term_names()
             bar.set_postfix(
                 {
                     **{n: float(v) for n, v in zip(names, values)},
@@ -185,6 +195,8 @@ class Trainer:
             stop = all_reduce_max(flag, c.info).item() > 0
         if stop:
             self._interrupt()
+        if c.online is not None:  # several networks: engine/online.py
+            return c.online.step(self, batch, epoch, position, steps)
         images, target = batch.images, batch.target
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -217,6 +229,9 @@ class Trainer:
         )
         c.optimizer.zero_grad(set_to_none=True)
         c.state.last_lr = float(c.optimizer.param_groups[0]["lr"])
+        if c.diagnostics is not None:
+            progress = epoch + (position + 1) / steps
+            c.diagnostics.maybe_measure(c.state.global_step + 1, logits, terms, c.objective, progress)
         loss = terms["loss"]
         if c.scaler is not None:
             c.scaler.scale(loss).backward()
@@ -255,16 +270,19 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         c, st, cfg = self.c, self.c.state, self.cfg
-        names = c.objective.term_names()
+        names = c.term_names()
         means = (st.epoch_sums / max(st.epoch_steps, 1)).tolist()
         lr = st.last_lr if st.last_lr is not None else c.optimizer.param_groups[0]["lr"]
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr)}
         record.update({f"train/{n}": m for n, m in zip(names, means)})
+        if c.diagnostics is not None:
+            record.update(c.diagnostics.epoch_record())
         # Running top-1 on the augmented training batches (mixed labels: their argmax): a cheap over-fit
         # indicator next to val/top1, not a clean training-set accuracy.
         record["train/top1"] = 100.0 * st.epoch_correct / max(st.epoch_images, 1)
         t_eval = time.perf_counter()
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if evaluated:
             metrics = evaluate(
                 c.eval_model,
                 c.val_loader,
@@ -277,6 +295,7 @@ class Trainer:
         else:
             metrics = {k: None for k in ("top1", "top5", "nll", "ece")}
         record.update({f"val/{k}": metrics[k] for k in ("top1", "top5", "nll", "ece")})
+        peer_lines = c.online.end_epoch(c, record, epoch, evaluated) if c.online is not None else []
         record["images_per_s"] = st.epoch_images / max(st.epoch_train_seconds, 1e-9)
         st.history.append(record)
         st.epoch = epoch + 1
@@ -297,7 +316,7 @@ class Trainer:
         c.run_dir.append_metrics(record)
         c.run_dir.write_summary(self._summary(finished=False))
         if c.info.is_main:
-            terms = " ".join(f"{n}={m:.4f}" for n, m in zip(names, means))
+            terms = " ".join(f"{n}={m:.4f}" for n, m in zip(names, means) if "/" not in n)
             val = (
                 f"val top1={top1:.2f}% top5={metrics['top5']:.2f}% nll={metrics['nll']:.4f} "
                 f"ece={metrics['ece']:.4f}"
@@ -314,6 +333,8 @@ class Trainer:
                 record["images_per_s"],
                 record["epoch_seconds"],
             )
+            for line in peer_lines:
+                log.info("%s", line)
 
     # ------------------------------------------------------------------------------------------ files
 
@@ -331,7 +352,7 @@ class Trainer:
         last = next((r for r in reversed(st.history) if r.get("val/top1") is not None), {})
         wall = time.perf_counter() - self._t0
         seconds = [r["epoch_seconds"] for r in st.history if r.get("epoch_seconds") is not None]
-        return {
+        summary = {
             "best_top1": st.best_top1,
             "best_epoch": st.best_epoch,
             "last_top1": last.get("val/top1"),
@@ -347,3 +368,6 @@ class Trainer:
             "seed": cfg.seed,
             "finished": finished,
         }
+        if c.online is not None:
+            summary["online"] = c.online.summary(c, summary)
+        return summary
