@@ -89,6 +89,8 @@ class RunResult:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/top1)
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, train/top1)
     copied_from: str | None = None  # the bench copied this run's results from an identical run
+    # online training: every network's numbers (summary.json "online.networks"; the student's first)
+    networks: list[dict[str, Any]] = field(default_factory=list)
 
     def csv_row(self) -> dict[str, Any]:
         return {
@@ -203,6 +205,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         res.wall_seconds = _num(summary.get("wall_seconds"))
         for key in TEST_KEYS:
             setattr(res, key, _num(summary.get(key)))
+        online = summary.get("online")
+        if isinstance(online, dict) and isinstance(online.get("networks"), list):
+            res.networks = [n for n in online["networks"] if isinstance(n, dict)]
     evaluated = [m for m in metrics if "val/top1" in m]
     if evaluated and not res.finished:
         # An unfinished run (killed, or in progress): its numbers so far, from metrics.jsonl.

@@ -158,7 +158,10 @@ def _term_methods(flat: Mapping[str, Any]) -> list[str]:
 
 
 def overrides_require_teacher(flat: Mapping[str, Any]) -> bool:
-    """Whether a run with these flattened overrides reads the teacher (single-method or terms form)."""
+    """Whether a run with these flattened overrides reads the teacher (single-method or terms form); online
+    runs (``online.peers``) train their teachers themselves."""
+    if flat.get("online.peers"):
+        return False
     terms = _term_methods(flat)
     if terms:
         return any(method_requires_teacher(m) for m in terms)
