@@ -16,6 +16,7 @@ from unikd.engine import load_config, train
 from unikd.engine.checkpoint import load_checkpoint
 from unikd.engine.config import config_to_yaml
 from unikd.engine.distributed import DistInfo
+from unikd.engine.evaluate import evaluate_checkpoint
 from unikd.engine.objective import Objective, Term
 from unikd.engine.optim import build_optimizer
 from unikd.engine.setup import build
@@ -106,6 +107,13 @@ def test_three_networks_train_and_every_network_is_reported(npz_data, tmp_path):
     w = [ckpt["model"]["fc.weight"]] + [p["model"]["fc.weight"] for p in peers]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
     assert load_config(out / "config.yaml") == cfg
+    # `unikd eval --network peerN` scores a peer of the checkpoint: the run's own validation numbers
+    best = records[summary["best_epoch"] - 1]
+    for peer in ("peer1", "peer2"):
+        got = evaluate_checkpoint(out / "best.pt", network=peer, device="cpu")
+        assert got["top1"] == pytest.approx(best[f"val/{peer}/top1"]) and got["network"] == peer
+    with pytest.raises(ValueError, match="has no network 'peer3'; it holds: student, peer1, peer2"):
+        evaluate_checkpoint(out / "best.pt", network="peer3", device="cpu")
 
 
 def test_student_initialisation_is_the_offline_runs(npz_data, tmp_path):

@@ -30,14 +30,20 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--network",
+        default="student",
+        help="which network of an online-training checkpoint: student (default), peer1, peer2, ...",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
 
 def format_table(result: dict[str, Any]) -> str:
+    network = result.get("network", "student")
     rows = [
         ("checkpoint", result["checkpoint"]),
-        ("model", result["model"]),
+        ("model", result["model"] + ("" if network == "student" else f" ({network})")),
         ("data", f"{result['data']} ({result['split']}, {int(result['count'])} images)"),
         ("top-1", f"{result['top1']:.2f}%"),
         ("top-5", f"{result['top5']:.2f}%"),
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             samples_per_class=args.samples_per_class,
             device=args.device,
             precision=args.precision,
+            network=args.network,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"unikd eval: error: {exc}", file=sys.stderr)

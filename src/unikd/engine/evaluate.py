@@ -72,12 +72,14 @@ def evaluate_checkpoint(
     samples_per_class: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    network: str = "student",
 ) -> dict[str, Any]:
     """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
 
     The checkpoint records the model name, class count, input channels and data config; ``data`` /
     ``data_root`` / ``split`` override them (``split`` defaults to the run's validation split).
-    Returns the metrics plus ``model``, ``data``, ``split`` and ``checkpoint``.
+    ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
+    Returns the metrics plus ``model``, ``data``, ``split``, ``checkpoint`` and ``network``.
     """
     from unikd.data import InMemoryLoader, create_dataset
     from unikd.engine.checkpoint import load_checkpoint
@@ -114,8 +116,9 @@ def evaluate_checkpoint(
     # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
     if len(data_cfg.get("mean", ())) == len(dataset.mean):
         dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-    model = create_model(ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
-    load_weights(model, ckpt["model"], path=path, what="checkpoint")
+    model_name, weights = _network(ckpt, network, path)
+    model = create_model(model_name, num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
+    load_weights(model, weights, path=path, what="checkpoint")
     model.to(dev)
     loader = InMemoryLoader(
         dataset, batch_size or int(data_cfg.get("eval_batch_size", 512)), train=False, device=dev
@@ -123,13 +126,25 @@ def evaluate_checkpoint(
     metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev)
     return {
         **metrics,
-        "model": ckpt["model_name"],
+        "model": model_name,
+        "network": network,
         "data": data_cfg["name"],
         "split": split,
         "checkpoint": str(path),
         "epoch": ckpt.get("epoch"),
         "n_bins": 15,
     }
+
+
+def _network(ckpt: dict[str, Any], network: str, path: Path) -> tuple[str, dict[str, Any]]:
+    """The model name and evaluated weights of the student or of a peer of online training."""
+    if network == "student":
+        return ckpt["model_name"], ckpt["model"]
+    peers = {p["name"]: p for p in (ckpt.get("online") or {}).get("peers", [])}
+    if network not in peers:
+        have = ", ".join(["student", *peers])
+        raise ValueError(f"{str(path)!r} has no network {network!r}; it holds: {have}")
+    return peers[network]["model_name"], peers[network]["model"]
 
 
 def dataset_kwargs(data_cfg: dict[str, Any], *, split: str, seed: int) -> dict[str, Any]:
