@@ -48,7 +48,7 @@ def test_recipe_loads_and_is_consistent(path):
     text = "\n".join(header)
     assert "Reproduces:" in text and "ublished" in text, f"{rel}: header must state what it reproduces"
     assert f"unikd train configs/{rel}" in text, f"{rel}: header must show its own run command"
-    if _needs_teacher(cfg):
+    if _needs_teacher(cfg) and not cfg.online.peers:  # online runs train their teachers (peers) themselves
         assert cfg.teacher.model and cfg.teacher.checkpoint, rel
     else:
         assert cfg.teacher.model is None, rel
@@ -107,3 +107,14 @@ def test_nkd_uskd_recipes():
                                                                                       "imagefolder")
     im_uskd = _load(CONFIGS / "imagenet" / "uskd_resnet18.yaml")
     assert im_uskd.loss.params == {"alpha": 1.0, "beta": 0.1, "mu": 0.005}
+
+
+def test_online_recipes():
+    # DML's CIFAR-100 protocol (paper section 4; chxy95/Deep-Mutual-Learning config.py for the weight decay)
+    for method in ("dml", "bdkd"):
+        cfg = _load(CONFIGS / "cifar100_online" / f"{method}_resnet32x4_resnet8x4.yaml")
+        assert (cfg.method, cfg.model, cfg.online.peers) == (method, "resnet8x4", ["resnet32x4"])
+        assert (cfg.epochs, cfg.data.batch_size, cfg.optim.lr, cfg.optim.nesterov) == (200, 64, 0.1, True)
+        assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 5e-4)
+        assert (list(cfg.sched.milestones), cfg.sched.gamma) == ([60, 120, 180], 0.1)
+        assert (cfg.loss.ce_weight, cfg.loss.weight, cfg.loss.params["temperature"]) == (1.0, 1.0, 1.0)
