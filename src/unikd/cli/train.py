@@ -13,6 +13,8 @@ examples:
   unikd train configs/cifar100/ce/resnet56.yaml out_dir=runs/t56
   unikd train configs/cifar100/nkd/resnet56_resnet20.yaml teacher.checkpoint=runs/t56/best.pt
   unikd train - method=uskd model=tiny_cnn data.name=digits epochs=5 sched.milestones=[3]
+  unikd train - model=resnet8 method=dml "online.peers=[resnet20]"   # online: both networks trained
+  unikd train configs/x.yaml diagnostics.every=50  # per-term gradient norms and imbalance warnings
   unikd train configs/x.yaml resume=auto          # continue from out_dir/last.pt
   torchrun --nproc_per_node 2 -m unikd train configs/x.yaml   # DDP, data.batch_size is the global batch
 
@@ -24,7 +26,7 @@ overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resne
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train with one of the methods ce, ls, kd, dkd, nkd, uskd, tfkd, zipf",
+        help="train with a method (ce, ls, kd, dkd, nkd, uskd, tfkd, zipf, fitnet, at, dml, bdkd, ...)",
         description="Train a model from a YAML recipe plus key=value overrides. Writes config.yaml, "
         "metrics.jsonl, summary.json, last.pt, best.pt and student.safetensors into out_dir.",
         epilog=EPILOG,

@@ -226,9 +226,9 @@ class GradDiagnostics:
             what = f"{r:.3g}x the CE's (1/{1 / r:.3g}): it barely changes the update"
             fix = f"raise {key} (now {weight:g}; {weight / r:.3g} equalises them) or lower loss.ce_weight"
         return (
-            f"diagnostics: term {name!r}: its weighted gradient {where} has been {what} for "
-            f"{self.patience} measurements in a row (every {self.every} steps, up to step {step}). "
-            f"If that is not intended, {fix}."
+            f"diagnostics: term {name!r}: for {self.patience} measurements in a row (every {self.every} "
+            f"steps, up to step {step}) its weighted gradient {where} was {what}. If that is not intended, "
+            f"{fix}."
         )
 
     # ------------------------------------------------------------------------------------------ epochs
