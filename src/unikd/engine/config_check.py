@@ -14,7 +14,7 @@ from unikd.registry import closest
 if TYPE_CHECKING:
     from unikd.engine.config import Config
 
-METHODS = ("ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf")
+METHODS = ("ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf", "dist", "ttm", "wttm", "abkd")
 # method -> unikd.losses registry name (ce and ls only use the cross-entropy term)
 METHOD_TO_LOSS: dict[str, str | None] = {
     "ce": None,
@@ -25,6 +25,10 @@ METHOD_TO_LOSS: dict[str, str | None] = {
     "uskd": "uskd",
     "tfkd": "tfkd",
     "zipf": "zipf_ls",
+    "dist": "dist",
+    "ttm": "ttm",
+    "wttm": "wttm",
+    "abkd": "abkd",
 }
 
 LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
