@@ -46,6 +46,13 @@ def test_standardize_logits_is_the_zscore_with_unbiased_std():
     z = torch.randn(5, 9, dtype=torch.float64)
     assert torch.allclose(standardize_logits(z), zscore_tensor(z), rtol=1e-12, atol=1e-12)
     assert torch.allclose(standardize_logits(z), ls_normalize(z), rtol=1e-12, atol=1e-12)
+    # the analytic backward: gradcheck, and equal to autograd through the authors' normalize
+    z.requires_grad_(True)
+    w = torch.randn(5, 9, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a: standardize_logits(a) * w, (z,))
+    (ours,) = torch.autograd.grad((standardize_logits(z) * w).sum(), z)
+    (theirs,) = torch.autograd.grad((ls_normalize(z) * w).sum(), z)
+    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("which", ["kd", "dkd", "nkd"])

@@ -8,6 +8,7 @@ on it is invariant to a per-row shift *and* a positive per-row scale of either s
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 # The authors' ``normalize``: (z - mean) / (1e-7 + std), eps added to the std, not inside the square root.
@@ -22,13 +23,44 @@ def standardize_logits(logits: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
     zero-initialised classifier) has std 0, where torch's ``std`` backward returns NaN; here the variance is
     clamped at float32's smallest normal number, so the value is the same (0) and the gradient stays finite.
     It is then ~1/eps = 1e7 times the loss gradient, so do not zero-initialise a student's classifier when
-    standardizing.
+    standardizing. The gradient is built analytically (one saved ``(N, C)`` tensor; no double backward).
     """
-    mean = logits.mean(dim=1, keepdim=True)  # (N, 1)
-    centred = logits - mean  # (N, C)
-    var = centred.square().sum(dim=1, keepdim=True) / (logits.shape[1] - 1)  # (N, 1), unbiased
-    std = var.clamp_min(1.1754944e-38).sqrt()  # float32 tiny: keeps sqrt's backward finite at var == 0
-    return centred / (eps + std)
+    if not logits.requires_grad:
+        return _zscore(logits, eps)[0]
+    return _Standardize.apply(logits, eps)
+
+
+def _zscore(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(y, d, s)``: the z-scores ``(N, C)``, ``d = eps + s`` and the clamped std ``s``, both ``(N, 1)``."""
+    centred = z - z.mean(dim=1, keepdim=True)  # (N, C)
+    var = centred.square().sum(dim=1, keepdim=True) / (z.shape[1] - 1)  # (N, 1), unbiased
+    s = var.clamp_min(_TINY).sqrt()  # float32 tiny keeps the gradient finite where var == 0
+    d = s + eps
+    return centred.div_(d), d, s
+
+
+_TINY = 1.1754944e-38
+
+
+class _Standardize(torch.autograd.Function):
+    """y = c / d with c = z - mean(z), d = eps + s, s = sqrt(sum(c^2) / (C - 1)). For an upstream gradient g:
+    dL/dz = (g - mean(g) - <g, y> * y * d / ((C - 1) * s)) / d (the last term vanishes where var was clamped,
+    since y = 0 there)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        y, d, s = _zscore(z, eps)
+        ctx.save_for_backward(y, d, s)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        y, d, s = ctx.saved_tensors
+        c = y.shape[1]
+        gy = (g * y).sum(dim=1, keepdim=True)  # (N, 1)
+        coef = gy * d / ((c - 1) * s)  # (N, 1)
+        grad = g - g.mean(dim=1, keepdim=True) - coef * y  # (N, C)
+        return grad.div_(d), None
 
 
 def check_flag(value: object, name: str) -> bool:
