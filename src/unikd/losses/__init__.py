@@ -2,6 +2,10 @@
 
 Every function returns the batch mean as a 0-dim float32 tensor and leaves out the ordinary cross-entropy,
 which the caller adds. ``target`` is int64 ``(N,)`` class indices or float ``(N, C)`` soft labels.
+
+Every module declares ``requires``: the names of its forward() arguments after ``student_logits`` (the
+vocabulary of the training harness, docs/architecture.md), and feature methods also ``taps`` (which stage
+outputs they read). A new method is one file here plus one ``LOSSES.register`` line.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from torch import nn
 
 from ..registry import Registry
 from .abkd import ABKDLoss, abkd_loss
+from .at import ATLoss, at_loss
 from .ctkd import CTKDLoss, CTKDTemperature, ctkd_loss
 from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
+from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
 from .nkd import NKDLoss, nkd_loss
 from .standardize import standardize_logits
@@ -36,6 +42,8 @@ LOSSES.register("ttm", TTMLoss)
 LOSSES.register("wttm", WTTMLoss)
 LOSSES.register("abkd", ABKDLoss)
 LOSSES.register("ctkd", CTKDLoss)
+LOSSES.register("fitnet", FitNetLoss)
+LOSSES.register("at", ATLoss)
 
 # The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
 LOSS_FUNCTIONS = {
@@ -50,6 +58,8 @@ LOSS_FUNCTIONS = {
     "wttm": wttm_loss,
     "abkd": abkd_loss,
     "ctkd": ctkd_loss,
+    "fitnet": fitnet_loss,
+    "at": at_loss,
 }
 
 
@@ -91,14 +101,19 @@ __all__ = [
     "standardize_logits",
     "ttm_loss",
     "wttm_loss",
+    "ATLoss",
     "DKDLoss",
+    "FitNetLoss",
+    "HintRegressor",
     "KDLoss",
     "NKDLoss",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
+    "at_loss",
     "create_loss",
     "dkd_loss",
+    "fitnet_loss",
     "kd_loss",
     "list_losses",
     "nkd_loss",

@@ -77,8 +77,6 @@ class ABKDLoss(nn.Module):
     """Module form of :func:`abkd_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
     requires = ("teacher_logits",)
-    requires_teacher = True
-    requires_features = False
 
     def __init__(self, *, alpha: float = 0.5, beta: float = 0.5, temperature: float = 4.0) -> None:
         super().__init__()

@@ -193,8 +193,6 @@ class CTKDLoss(nn.Module):
     """
 
     requires = ("teacher_logits", "epoch_progress")
-    requires_teacher = True
-    requires_features = False
 
     def __init__(
         self,

@@ -61,8 +61,6 @@ class DISTLoss(nn.Module):
     """Module form of :func:`dist_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
     requires = ("teacher_logits",)
-    requires_teacher = True
-    requires_features = False
 
     def __init__(self, *, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
         super().__init__()

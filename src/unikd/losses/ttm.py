@@ -42,8 +42,6 @@ class TTMLoss(nn.Module):
     """Module form of :func:`ttm_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
     requires = ("teacher_logits",)
-    requires_teacher = True
-    requires_features = False
 
     def __init__(self, *, power: float = 1.0) -> None:
         super().__init__()

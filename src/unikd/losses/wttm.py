@@ -33,8 +33,6 @@ class WTTMLoss(nn.Module):
     """Module form of :func:`wttm_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
     requires = ("teacher_logits",)
-    requires_teacher = True
-    requires_features = False
 
     def __init__(self, *, power: float = 1.0) -> None:
         super().__init__()
