@@ -110,8 +110,8 @@ def test_sustained_imbalance_warns_with_the_weight_to_change(npz_data, tmp_path,
         train(load_config(None, base_overrides(npz_data, tmp_path, **opts)))
     warnings = [r.message for r in caplog.records if "diagnostics:" in r.message]
     assert len(warnings) == 1, warnings  # once, after 3 measurements in a row
-    assert "term 'tfkd'" in warnings[0] and expected in warnings[0] and "for 3 measurements in a row" in warnings[0]
-    assert "up to step 3" in warnings[0]
+    assert "term 'tfkd'" in warnings[0] and expected in warnings[0]
+    assert "for 3 measurements in a row" in warnings[0] and "up to step 3" in warnings[0]
 
 
 def test_terms_form_names_the_term_weight_and_ramping_terms_are_not_judged(npz_data, tmp_path, caplog):
