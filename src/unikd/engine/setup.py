@@ -289,6 +289,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
                 device=dev,
                 channels_last=cfg.channels_last,
                 dist_info=info,
+                desc="teacher eval",
             )
             check_teacher_top1(t_metrics["top1"], cfg.teacher.min_top1, cfg.teacher.model or "")
             cached = f", outputs cached in {cfg.teacher.cache}" if cfg.teacher.cache else ""

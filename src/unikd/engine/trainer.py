@@ -260,6 +260,7 @@ class Trainer:
                 device=c.info.device,
                 channels_last=cfg.channels_last,
                 dist_info=c.info,
+                desc=f"eval {epoch + 1}/{cfg.epochs}",
             )
         else:
             metrics = {k: None for k in ("top1", "top5", "nll", "ece")}
