@@ -10,7 +10,7 @@ processes, clock changes) hit all of them alike:
 - ``ratio vs CE+T``: for teacher methods, median over rounds of method step / (CE step + teacher forward),
   the teacher forward being timed alone (``LiveTeacher``) on the same batch in the same round.
 
-Targets (issue 5): USKD <= 1.05 x CE; KD, DKD, NKD <= 1.05 x (CE + teacher forward).
+Targets: USKD <= 1.05 x CE; KD, DKD, NKD <= 1.05 x (CE + teacher forward).
 
 The teachers are randomly initialised and saved to a temporary checkpoint (speed does not depend on the
 weights); the data are random 32x32 images with 100 classes (CIFAR-100 shaped). Data loading and
