@@ -106,6 +106,7 @@ class Config:
     eval_every: int = 1
     checkpoint_every: int = 0
     tensorboard: bool | str = "auto"
+    trackers: list[str] = field(default_factory=list)  # wandb, mlflow (metrics.csv is always written)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -125,6 +126,11 @@ class Config:
         merged = _default_tree()
         _merge(merged, raw, source)
         return _build(merged)
+
+    def __post_init__(self) -> None:
+        from unikd.engine.trackers import check_tracker_names
+
+        check_tracker_names(self.trackers)
 
     @property
     def loss_name(self) -> str | None:

@@ -367,7 +367,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         scheduler=scheduler,
         scaler=scaler,
         ema=ema,
-        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard),
+        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, trackers=cfg.trackers),
         state=TrainState(),
         autocast=autocast,
     )
