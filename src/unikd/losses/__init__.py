@@ -13,9 +13,9 @@ from torch import nn
 from ..registry import Registry
 from .dkd import DKDLoss, dkd_loss
 from .kd import KDLoss, kd_loss
-from .nkd import NKDLoss, nkd_loss
+from .nkd import NKDLoss, nkd_loss, nkd_nontarget_kl
 from .tfkd import TfKDLoss, tfkd_loss
-from .uskd import USKDLoss, uskd_loss
+from .uskd import USKDLoss, uskd_loss, uskd_nontarget_kl
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
 
 LOSSES: Registry[nn.Module] = Registry("loss")
@@ -74,7 +74,9 @@ __all__ = [
     "kd_loss",
     "list_losses",
     "nkd_loss",
+    "nkd_nontarget_kl",
     "tfkd_loss",
     "uskd_loss",
+    "uskd_nontarget_kl",
     "zipf_ls_loss",
 ]
