@@ -53,6 +53,7 @@ class DataConfig:
 class TeacherConfig:
     model: str | None = None
     checkpoint: str | None = None
+    pretrained: bool = False  # torchvision/timm weights, or the teacher registry for zoo models
     min_top1: float | None = None
     cache: str | None = None
 
@@ -92,6 +93,7 @@ class SchedConfig:
 class Config:
     method: str = "ce"
     model: str = "resnet20"
+    pretrained: bool = False  # start from torchvision/timm weights (or a teacher-registry entry)
     feature: str | None = None
     num_classes: int | None = None
     seed: int = 0
@@ -131,6 +133,11 @@ class Config:
         from unikd.engine.trackers import check_tracker_names
 
         check_tracker_names(self.trackers)
+        if self.teacher.pretrained and self.teacher.checkpoint is not None:
+            raise ValueError(
+                "teacher.pretrained=true and teacher.checkpoint are both set; use the pretrained weights "
+                "(teacher.checkpoint=null) or the checkpoint (teacher.pretrained=false)"
+            )
 
     @property
     def loss_name(self) -> str | None:

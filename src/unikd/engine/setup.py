@@ -184,7 +184,15 @@ def _sample(ds: Any, device: torch.device) -> torch.Tensor:
 def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device) -> nn.Module:
     from unikd.models import create_model
 
-    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans)).to(device)
+    if cfg.pretrained:
+        from unikd.engine.pretrained import pretrained_student
+
+        model = pretrained_student(
+            cfg.model, num_classes=num_classes, in_chans=in_chans, dataset=cfg.data.name
+        )
+    else:
+        model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans))
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -215,16 +223,18 @@ def build_teacher(
     """The teacher source, plus the loaded teacher model (for the preflight checks) when configured."""
     t = cfg.teacher
     model, meta = None, {}
-    if t.model is not None and t.checkpoint is not None:
+    if t.model is not None and (t.checkpoint is not None or t.pretrained):
         model, meta = load_teacher_model(
-            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans
+            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans,
+            pretrained=t.pretrained, dataset=cfg.data.name,
         )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
     elif t.cache is None:
         raise ValueError(
             f"method {cfg.method!r} distils from a teacher: set teacher.model=<name> and "
-            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or teacher.cache)"
+            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or "
+            "teacher.pretrained=true, or teacher.cache)"
         )
     if t.cache is not None:
         from unikd.engine.teacher import open_cached_teacher

@@ -89,15 +89,35 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], *, path: str | Path
 
 
 def load_teacher_model(
-    model_name: str, checkpoint: str | Path, *, num_classes: int, device: torch.device, in_chans: int = 3
+    model_name: str,
+    checkpoint: str | Path | None,
+    *,
+    num_classes: int,
+    device: torch.device,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    dataset: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``model_name`` and load ``checkpoint`` into it; returns the frozen model and checkpoint meta.
 
     A unikd checkpoint records the model it was saved from: a different ``teacher.model`` is an error
     (rather than a confusing key mismatch). Its class count wins over ``num_classes`` so that the
-    preflight can report a mismatch with the student clearly.
+    preflight can report a mismatch with the student clearly. ``pretrained=True`` (no checkpoint) takes
+    the library's weights or the teacher registry's entry for ``dataset`` (:mod:`unikd.engine.pretrained`).
     """
     from unikd.models import create_model
+
+    if pretrained:
+        from unikd.engine.pretrained import pretrained_model
+
+        model, meta = pretrained_model(
+            model_name, num_classes=num_classes, in_chans=in_chans, dataset=dataset
+        )
+        return freeze(model.to(device)), meta
+    if checkpoint is None:
+        raise ValueError(
+            "teacher.checkpoint is not set; give a checkpoint file or set teacher.pretrained=true"
+        )
 
     state, meta = read_weights(checkpoint, what="teacher.checkpoint")
     saved_name = meta.get("model_name")
