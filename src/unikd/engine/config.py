@@ -47,6 +47,14 @@ class DataConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+    # The ImageNet protocol (crop=rrc): RandomResizedCrop training views, Resize + CenterCrop evaluation.
+    crop: str = "pad"  # pad (crop_padding + random crop) | rrc (RandomResizedCrop to crop_size)
+    crop_size: int | None = None
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    eval_resize: int | None = None  # eval: shorter side resized to this, then centre crop_size (null: /0.875)
+    randaugment: str | None = None  # timm syntax, e.g. rand-m9-mstd0.5-inc1 (DeiT)
+    random_erasing: float = 0.0  # probability (DeiT: 0.25)
 
 
 @dataclass

@@ -128,8 +128,14 @@ def evaluate_checkpoint(
     model = create_model(ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
     load_weights(model, ckpt["model"], path=path, what="checkpoint")
     model.to(dev)
+    from unikd.data.views import view_options
+
     loader = InMemoryLoader(
-        dataset, batch_size or int(data_cfg.get("eval_batch_size", 512)), train=False, device=dev
+        dataset,
+        batch_size or int(data_cfg.get("eval_batch_size", 512)),
+        train=False,
+        device=dev,
+        **view_options(data_cfg),  # the run's eval geometry (Resize + CenterCrop under crop=rrc)
     )
     metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev, desc="eval")
     return {

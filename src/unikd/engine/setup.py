@@ -153,6 +153,9 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
     cls: Any = InMemoryLoader
     if d.loader == "torch":
         cls, common = TorchLoader, {**common, "num_workers": d.num_workers}
+    from unikd.data.views import view_options
+
+    views = view_options(dataclasses.asdict(d))
     train = cls(
         train_ds,
         d.batch_size,
@@ -162,20 +165,27 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
         mixup_alpha=d.mixup_alpha,
         cutmix_alpha=d.cutmix_alpha,
         mix_prob=d.mix_prob,
+        randaugment=d.randaugment,
+        random_erasing=d.random_erasing,
+        **views,
         **common,
     )
     # The eval batch must split evenly over ranks too; round it up to a multiple of the world size.
     eval_bs = -(-d.eval_batch_size // info.world_size) * info.world_size
-    val = cls(val_ds, eval_bs, train=False, **common)
+    val = cls(val_ds, eval_bs, train=False, **views, **common)
     return train, val
 
 
-def _sample(ds: Any, device: torch.device) -> torch.Tensor:
-    """Two normalised images for the dummy forwards (feature width, teacher class count)."""
+def _sample(ds: Any, device: torch.device, cfg: Config) -> torch.Tensor:
+    """Two normalised images for the dummy forwards (feature width, teacher class count), at the size the
+    model sees (the eval view of the ImageNet protocol)."""
+    from unikd.data.views import eval_view
+
     if hasattr(ds, "images"):
         raw = ds.images[:2]
     else:  # lazily decoded folder: items are (image, label, index)
-        raw = torch.stack([ds[i][0] for i in range(min(2, len(ds)))])
+        raw = [ds[i][0] for i in range(min(2, len(ds)))]
+    raw = eval_view(raw, dataclasses.asdict(cfg.data))
     mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
     std = torch.tensor(ds.std).view(1, -1, 1, 1)
     return ((raw.float() / 255.0 - mean) / std).to(device)
@@ -260,7 +270,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"num_classes={num_classes} but the data has {train_ds.num_classes} classes; "
             "set num_classes=null to use the dataset's count"
         )
-    sample = _sample(train_ds, dev)
+    sample = _sample(train_ds, dev, cfg)
     in_chans = int(sample.shape[1])
     train_loader, val_loader = build_loaders(cfg, info, train_ds, val_ds)
     if len(train_loader) == 0:
