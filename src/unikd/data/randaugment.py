@@ -222,7 +222,8 @@ def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, fill: torch.Tensor) 
     if name == "AutoContrast":
         lo = x.amin(dim=(2, 3), keepdim=True).to(torch.float64)
         hi = x.amax(dim=(2, 3), keepdim=True).to(torch.float64)
-        scale = 255.0 / (hi - lo).clamp(min=1)
+        # tensor / tensor: a scalar numerator would be computed as a reciprocal product (off by one ulp)
+        scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1)
         out = torch.trunc(x.to(torch.float64) * scale - lo * scale).clamp(0, 255).to(torch.uint8)
         return torch.where(hi > lo, out, x)
     if name == "Equalize":
