@@ -95,3 +95,19 @@ def test_nkd_uskd_recipes():
                                                                                       "imagefolder")
     im_uskd = _load(CONFIGS / "imagenet" / "uskd_resnet18.yaml")
     assert im_uskd.loss.params == {"alpha": 1.0, "beta": 0.1, "mu": 0.005}
+
+
+def test_imagenet_protocol():
+    # The published ImageNet protocol: RandomResizedCrop 224 + flip; Resize 256 + CenterCrop 224.
+    paths = sorted((CONFIGS / "imagenet").rglob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        d = _load(path).data
+        assert (d.crop, d.crop_size, d.eval_resize, d.hflip) == ("rrc", 224, 256, True), path
+        assert (list(d.crop_scale), d.crop_ratio[0]) == ([0.08, 1.0], 0.75), path
+        assert d.image_size is None and d.loader == "torch", path  # full-size images, cut in the workers
+        if "deit" in path.stem:  # the DeiT recipe
+            assert (d.randaugment, d.random_erasing, d.mixup_alpha, d.cutmix_alpha) == (
+                "rand-m9-mstd0.5-inc1", 0.25, 0.8, 1.0), path
+        else:
+            assert (d.randaugment, d.random_erasing, d.mixup_alpha) == (None, 0.0, 0.0), path
