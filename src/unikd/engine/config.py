@@ -62,6 +62,7 @@ class TeacherConfig:
     model: str | None = None
     checkpoint: str | None = None
     pretrained: bool = False  # torchvision/timm weights, or the teacher registry for zoo models
+    model_args: dict[str, Any] = field(default_factory=dict)
     min_top1: float | None = None
     cache: str | None = None
 
@@ -102,6 +103,7 @@ class Config:
     method: str = "ce"
     model: str = "resnet20"
     pretrained: bool = False  # start from torchvision/timm weights (or a teacher-registry entry)
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra create_model arguments, e.g. img_size
     feature: str | None = None
     num_classes: int | None = None
     seed: int = 0

@@ -62,6 +62,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a valid value ({tp})")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a mapping, e.g. {key}={{img_size: 32}}, got {value!r}")
+        return dict(value)
     if origin is list:
         (item,) = typing.get_args(tp)
         items = value if isinstance(value, (list, tuple)) else [value]

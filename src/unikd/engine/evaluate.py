@@ -125,7 +125,10 @@ def evaluate_checkpoint(
     # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
     if len(data_cfg.get("mean", ())) == len(dataset.mean):
         dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-    model = create_model(ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
+    model_args = dict((ckpt.get("config") or {}).get("model_args") or {})
+    model = create_model(
+        ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)), **model_args
+    )
     load_weights(model, ckpt["model"], path=path, what="checkpoint")
     model.to(dev)
     from unikd.data.views import view_options

@@ -239,7 +239,7 @@ def _sha256(data: bytes) -> str:
 
 
 def pretrained_model(
-    name: str, *, num_classes: int, in_chans: int = 3, dataset: str | None = None
+    name: str, *, num_classes: int, in_chans: int = 3, dataset: str | None = None, **model_args: Any
 ) -> tuple[nn.Module, dict[str, Any]]:
     """``name`` with pretrained weights, and ``{"data": {"mean", "std"}, "top1"?}`` describing them.
 
@@ -251,7 +251,7 @@ def pretrained_model(
     if ":" in name:
         from unikd.models.foreign import create_foreign_model, foreign_normalisation, output_classes
 
-        model = create_foreign_model(name, num_classes=None, pretrained=True)
+        model = create_foreign_model(name, num_classes=None, pretrained=True, **model_args)
         head = output_classes(model)
         if head != num_classes:
             raise ValueError(
@@ -273,7 +273,8 @@ def pretrained_model(
         raise ValueError(
             f"teacher {entry.name!r} has {entry.num_classes} classes but the data has {num_classes}"
         )
-    model = create_model(name, num_classes=num_classes, **({} if in_chans == 3 else {"in_chans": in_chans}))
+    extra = {**({} if in_chans == 3 else {"in_chans": in_chans}), **model_args}
+    model = create_model(name, num_classes=num_classes, **extra)
     from unikd.engine.teacher import load_weights
 
     path = fetch_teacher(entry.name)
@@ -282,7 +283,7 @@ def pretrained_model(
 
 
 def pretrained_student(
-    name: str, *, num_classes: int, in_chans: int = 3, dataset: str | None = None
+    name: str, *, num_classes: int, in_chans: int = 3, dataset: str | None = None, **model_args: Any
 ) -> nn.Module:
     """A student starting from pretrained weights (config ``pretrained=true``): foreign models take the
     library's weights (a fresh head when the class count differs, for fine-tuning); zoo models the registry
@@ -290,8 +291,11 @@ def pretrained_student(
     if ":" in name:
         from unikd.models import create_model
 
-        return create_model(name, num_classes=num_classes, pretrained=True)
-    return pretrained_model(name, num_classes=num_classes, in_chans=in_chans, dataset=dataset)[0]
+        return create_model(name, num_classes=num_classes, pretrained=True, **model_args)
+    model, _ = pretrained_model(
+        name, num_classes=num_classes, in_chans=in_chans, dataset=dataset, **model_args
+    )
+    return model
 
 
 __all__ = [

@@ -198,10 +198,10 @@ def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device)
         from unikd.engine.pretrained import pretrained_student
 
         model = pretrained_student(
-            cfg.model, num_classes=num_classes, in_chans=in_chans, dataset=cfg.data.name
+            cfg.model, num_classes=num_classes, in_chans=in_chans, dataset=cfg.data.name, **cfg.model_args
         )
     else:
-        model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans))
+        model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans), **cfg.model_args)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -236,7 +236,7 @@ def build_teacher(
     if t.model is not None and (t.checkpoint is not None or t.pretrained):
         model, meta = load_teacher_model(
             t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans,
-            pretrained=t.pretrained, dataset=cfg.data.name,
+            pretrained=t.pretrained, dataset=cfg.data.name, model_args=t.model_args,
         )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -97,6 +97,7 @@ def load_teacher_model(
     in_chans: int = 3,
     pretrained: bool = False,
     dataset: str | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``model_name`` and load ``checkpoint`` into it; returns the frozen model and checkpoint meta.
 
@@ -111,7 +112,7 @@ def load_teacher_model(
         from unikd.engine.pretrained import pretrained_model
 
         model, meta = pretrained_model(
-            model_name, num_classes=num_classes, in_chans=in_chans, dataset=dataset
+            model_name, num_classes=num_classes, in_chans=in_chans, dataset=dataset, **(model_args or {})
         )
         return freeze(model.to(device)), meta
     if checkpoint is None:
@@ -128,7 +129,8 @@ def load_teacher_model(
         )
     n = int(meta.get("num_classes") or num_classes)
     chans = int(meta.get("in_chans") or in_chans)
-    model = create_model(model_name, num_classes=n, **({} if chans == 3 else {"in_chans": chans}))
+    extra = {**({} if chans == 3 else {"in_chans": chans}), **(model_args or {})}
+    model = create_model(model_name, num_classes=n, **extra)
     load_weights(model, state, path=checkpoint, what="teacher.checkpoint")
     return freeze(model.to(device)), meta
 

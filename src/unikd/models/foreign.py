@@ -20,6 +20,14 @@ def _import(package: str) -> Any:
             f"model names starting with '{package}:' need the {package} package, which is not installed "
             f"({exc}); install the vision extra: {_EXTRA_HINT}"
         ) from exc
+    except RuntimeError as exc:  # e.g. "operator torchvision::nms does not exist": a mismatched pair
+        import torch
+
+        raise ImportError(
+            f"{package} is installed but does not load beside torch {torch.__version__} ({exc}); torchvision "
+            "is built for one torch release: install a matching pair, e.g. pip install torch==2.14.1 "
+            "torchvision==0.29.1, then pip install 'unikd[vision]'"
+        ) from exc
 
 
 def _replace_last_linear(model: nn.Module, num_classes: int) -> None:
