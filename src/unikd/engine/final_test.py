@@ -51,7 +51,7 @@ def final_test(c: Any) -> dict[str, Any]:
         device=c.info.device,
         rank=c.info.rank,
         world_size=c.info.world_size,
-        **view_options(dataclasses.asdict(cfg.data)),  # the eval geometry (Resize + CenterCrop under crop=rrc)
+        **view_options(dataclasses.asdict(cfg.data)),  # eval geometry (crop=rrc)
     )
 
     def score(model: Any) -> dict[str, float]:
