@@ -16,9 +16,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from unikd.engine.checkpoint import load_checkpoint, load_state_dict_any
+from unikd.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_state_dict_any
 
-CHECKPOINT_FORMAT = "unikd-checkpoint"
+__all__ = ["CHECKPOINT_FORMAT", "LiveTeacher", "TeacherSource", "freeze", "load_teacher_model", "load_weights",
+           "open_cached_teacher", "read_weights"]
 
 
 class TeacherSource(Protocol):
