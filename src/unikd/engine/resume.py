@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from unikd.engine.config import Config
-from unikd.engine.last_checkpoint import load_training_checkpoint, load_latest
+from unikd.engine.last_checkpoint import load_latest, load_training_checkpoint
 
 if TYPE_CHECKING:
     from unikd.engine.setup import Components

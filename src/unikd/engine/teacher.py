@@ -18,8 +18,16 @@ from torch import Tensor, nn
 
 from unikd.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_state_dict_any
 
-__all__ = ["CHECKPOINT_FORMAT", "LiveTeacher", "TeacherSource", "freeze", "load_teacher_model", "load_weights",
-           "open_cached_teacher", "read_weights"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LiveTeacher",
+    "TeacherSource",
+    "freeze",
+    "load_teacher_model",
+    "load_weights",
+    "open_cached_teacher",
+    "read_weights",
+]
 
 
 class TeacherSource(Protocol):
