@@ -78,7 +78,8 @@ def epoch_seconds(run_dir: Path, steps: int, batch: int) -> list[float]:
 
 
 def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -> dict:
-    from unikd.cache import build_teacher_cache, read_manifest
+    from unikd.cache import read_manifest
+    from unikd.cache.build import build_teacher_cache
     from unikd.engine.config import load_config
     from unikd.engine.trainer import train
     from unikd.models import create_model

@@ -233,7 +233,7 @@ def _teacher_cache(p: RunPlan, cfg_path: str, say: Callable[[str], None]) -> str
     per seed instead of once per run. Built in this process (the build is resumable and idempotent).
     """
     try:
-        from unikd.cache import build_teacher_cache
+        from unikd.cache.build import build_teacher_cache
         from unikd.engine.config import load_config
     except ImportError as e:
         say(f"[bench] teacher_cache: true needs unikd.cache ({e}); set it to false to run live teachers")
