@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0) -> Tensor:
@@ -27,7 +27,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: floa
     check_pair(zs, zt, "teacher_logits")
     log_s = (zs / t).log_softmax(dim=1)  # (N, C)
     log_t = (zt / t).log_softmax(dim=1)  # (N, C)
-    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    loss = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 class KDLoss(nn.Module):

@@ -14,6 +14,7 @@ from ._common import (
     check_logits,
     check_pair,
     check_positive,
+    nan_if_nonfinite,
     parse_target,
 )
 
@@ -50,8 +51,8 @@ def nkd_loss(
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
-    return _NKD.apply(zs, zt, idx, lam, g)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)  # index (N, 1)
+    return nan_if_nonfinite(_NKD.apply(zs, zt, tg.index, lam, g), zs, zt, tg.soft)  # docs/losses.md
 
 
 class _NKD(torch.autograd.Function):
