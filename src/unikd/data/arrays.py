@@ -27,6 +27,20 @@ def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.uint8)
 
 
+def _as_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Class indices: integers >= 0 (float labels would be truncated silently, so they are refused)."""
+    y = np.asarray(y)
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        hint = (" (they are whole numbers: store them with y.astype(np.int64))"
+                if np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.isfinite(y))
+                and np.all(y == np.round(y)) else
+                "; unikd trains on class indices (mixup/cutmix make soft labels on the fly)")
+        raise ValueError(f"{where}: labels must be integer class indices, got dtype {y.dtype}{hint}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{where}: class indices must be >= 0, got {y.min()}")
+    return y.astype(np.int64).reshape(-1)
+
+
 def load_npz(
     root: str | Path | None = None,
     split: str = "train",
@@ -75,14 +89,16 @@ def load_npz(
         if part == "train"
         else to_nchw(_as_uint8(arrays["x_test"], f"{path}:x_test"), f"{path}:x_test")
     )
-    y = np.asarray(arrays[f"y_{part}"]).astype(np.int64).reshape(-1)
+    y_train = _as_labels(arrays["y_train"], f"{path}:y_train")
+    y_test = _as_labels(arrays["y_test"], f"{path}:y_test")
+    y = y_train if part == "train" else y_test
     if len(y) != len(x):
         raise ValueError(f"{path}: x_{part} has {len(x)} images but y_{part} has {len(y)} labels")
     if x.shape[1:] != x_train.shape[1:]:
         raise ValueError(
             f"{path}: x_test images are {x.shape[1:]} but x_train images are {x_train.shape[1:]}"
         )
-    num_classes = int(max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0))) + 1
+    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     classes = (
         [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(num_classes)]
     )
