@@ -51,8 +51,9 @@ def run_write_error(exc: OSError, folder: str | Path, *, saved_step: int | None 
     reason = exc.strerror or str(exc) or type(exc).__name__
     code = errno.errorcode.get(exc.errno or -1)
     hint = _HINTS.get(exc.errno or -1, "fix the cause")
+    intact = intact_checkpoints(folder, saved_step=saved_step)
+    then = "continue with resume=auto" if intact.startswith("intact") else "run the command again"
     return RunWriteError(
-        f"cannot write {exc.filename or folder}: {reason}{f' ({code})' if code else ''}; "
-        f"{intact_checkpoints(folder, saved_step=saved_step)}. {hint[0].upper()}{hint[1:]}, then continue "
-        "with resume=auto"
+        f"cannot write {exc.filename or folder}: {reason}{f' ({code})' if code else ''}; {intact}. "
+        f"{hint[0].upper()}{hint[1:]}, then {then}"
     )
