@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from unikd._lock import FolderLock
 from unikd.bench.report import ReportFiles, build_report
 from unikd.bench.results import BENCH_RECORD, is_finished, load_run, read_json, write_text_atomic
 from unikd.bench.spec import BenchSpec, RunPlan, expand
@@ -41,27 +42,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def acquire_lock(out_dir: Path) -> Path:
+def acquire_lock(out_dir: Path) -> FolderLock:
     """Refuse to run two grids into one folder at once (they would train the same runs twice)."""
-    lock = out_dir / LOCK
-    info = read_json(lock)
-    if info and isinstance(info.get("pid"), int) and info["pid"] != os.getpid() and _pid_alive(info["pid"]):
-        raise ValueError(
-            f"another 'unikd bench' (pid {info['pid']}) is running into {out_dir}; wait for it, "
-            f"stop it, or delete {lock} if that process is not a bench"
-        )
-    write_text_atomic(lock, json.dumps({"pid": os.getpid(), "started": time.time()}))
-    return lock
+    return FolderLock(out_dir, LOCK, "unikd bench", fix="Wait for that bench, or stop it.").acquire()
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -216,7 +199,7 @@ def run_grid(
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        lock.unlink(missing_ok=True)
+        lock.release()
 
 
 def _hash(cfg_path: str, overrides: dict[str, Any]) -> str:
