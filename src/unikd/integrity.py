@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +67,15 @@ def _sha256_prefix(path: str | os.PathLike[str], end: int | None) -> Any:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes."""
     return _sha256_prefix(path, None).hexdigest()
+
+
+def crc32_file(path: str | os.PathLike[str]) -> int:
+    """CRC-32 of a file's bytes (the checksum a zip archive records for each member)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def mismatch(path: str | os.PathLike[str], what: str, fix: str) -> IntegrityError:
