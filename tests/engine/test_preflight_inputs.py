@@ -1,10 +1,9 @@
-"""Preflight checks of the teacher's input format against the data, and integer npz labels."""
+"""Preflight checks of the teacher's input format against the data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from harness_support import base_overrides, make_npz
 
@@ -40,17 +39,3 @@ def test_teacher_that_cannot_run_on_the_images_is_a_clear_error():
     match = r"teacher 'tiny_cnn' cannot run on the data's images \(shape \(1, 8, 8\)\)"
     with pytest.raises(ValueError, match=match):
         check_teacher_classes(teacher, torch.zeros(2, 1, 8, 8), 4, "tiny_cnn")
-
-
-@pytest.mark.parametrize("labels, match", [
-    (np.array([0.0, 1.0, 2.5, 3.0] * 8), "labels must be integer class indices, got dtype float64;"),
-    (np.array([0.0, 1.0, 2.0, 3.0] * 8, dtype=np.float32), r"whole numbers: store them with y.astype"),
-    (np.array([0, 1, -1, 3] * 8), "class indices must be >= 0"),
-])
-def test_npz_labels_must_be_integers(tmp_path, labels, match):
-    from unikd.data import create_dataset
-
-    x = np.zeros((32, 8, 8, 3), np.uint8)
-    np.savez(tmp_path / "d.npz", x_train=x, y_train=labels, x_test=x[:4], y_test=np.arange(4))
-    with pytest.raises(ValueError, match=match):
-        create_dataset("npz", root=tmp_path / "d.npz")
