@@ -114,7 +114,8 @@ def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -
     for rep in range(args.repeats):
         for mode in MODES if rep % 2 == 0 else MODES[::-1]:  # alternate the order against drift
             out = work / "runs" / tag / f"{mode}-{rep}"
-            summary = train(load_config(None, variants[mode] + [f"out_dir={out}"]))
+            # overwrite=true: a rerun of this script replaces its own earlier timing runs
+            summary = train(load_config(None, variants[mode] + [f"out_dir={out}", "overwrite=true"]))
             n = manifest["num_samples"]
             times[mode] += epoch_seconds(out, n // args.batch_size, args.batch_size)
             top1[mode].append(summary["last_top1"])
