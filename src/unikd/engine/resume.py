@@ -6,7 +6,6 @@ numpy and Python RNG states (tuples holding an ndarray) are converted to tensors
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +18,6 @@ from unikd.engine.last_checkpoint import load_latest, load_training_checkpoint
 
 if TYPE_CHECKING:
     from unikd.engine.setup import Components
-
-log = logging.getLogger("unikd")
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,8 +86,8 @@ def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: int, path: 
         problems.append(f"method {ckpt.get('method')!r} (config: {cfg.method!r})")
     if problems:
         raise ValueError(
-            f"cannot resume from {str(path)!r}: it was saved with {', '.join(problems)}. Use a fresh out_dir "
-            "or resume=no to start over, or fix the config to match the checkpoint"
+            f"cannot resume from {str(path)!r}: it was saved with {', '.join(problems)}. Use a fresh "
+            "out_dir, start over with resume=no overwrite=true, or fix the config to match the checkpoint"
         )
 
 
