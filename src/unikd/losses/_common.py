@@ -193,10 +193,12 @@ def nan_if_nonfinite(loss: Tensor, *inputs: Tensor | None) -> Tensor:
     """``loss``, or NaN when any input holds NaN or +-inf (torch's own losses propagate NaN too).
 
     Masking (target columns, top-k) can hide a bad value from the result; this makes a diverging run's loss
-    NaN, so the trainer stops with its non-finite-loss message instead of training on. No host sync.
+    NaN, so the trainer stops with its non-finite-loss message instead of training on. ``sum(x * 0)`` is 0
+    for finite inputs and NaN otherwise (no overflow, no host sync, one cheap pass; ``isfinite().all()``
+    costs ~10x more on CPU). Gradients are those of ``loss``.
     """
-    ok = torch.stack([torch.isfinite(x).all() for x in inputs if x is not None]).all()
-    return torch.where(ok, loss, torch.full_like(loss, float("nan")))
+    guard = sum((x.detach() * 0).sum() for x in inputs if x is not None)
+    return loss + guard.to(loss.dtype) if isinstance(guard, Tensor) else loss
 
 
 def masked_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
