@@ -4,15 +4,15 @@ Each case draws a loss from ``unikd.losses.LOSS_FUNCTIONS``, a logits dtype (flo
 float16), a target kind (int64 class indices or float mixup soft labels) and an input category, runs the
 forward and backward pass, and checks the documented contract (docs/losses.md):
 
-- ``finite``: logits in [-30, 30] -> a finite loss and finite gradients;
-- ``large``: logits up to +-1e4 (+-6e4 for float16) -> a finite loss and finite gradients;
-- ``nonfinite``: 1-3 entries of the logits set to NaN/+inf/-inf (target columns included) -> a NaN loss,
-  and backward runs;
+- ``finite``: inputs (logits or feature maps) in [-30, 30] -> a finite loss and finite gradients;
+- ``large``: inputs up to +-1e4 (+-6e4 for float16) -> a finite loss and finite gradients;
+- ``nonfinite``: 1-3 input entries set to NaN/+inf/-inf (target columns included) -> a NaN loss, and
+  backward runs;
 - ``bad-label-*``: soft labels that sum to 2, sum to 0, hold NaN/inf or a negative entry -> ``ValueError``.
 
 Every (loss, dtype, target kind, category) cell is printed with its pass/fail count; the exit status is 1
-when any case fails. Losses are called by parameter name (``*_logits`` and ``target``), so new logit
-losses are fuzzed without editing this script.
+when any case fails. Losses are called by parameter name (``*logits``, ``*feat``, ``*feats`` and
+``target``), so new losses with such inputs are fuzzed without editing this script.
 
 Usage::
 
@@ -49,17 +49,44 @@ def positional(fn) -> list[str]:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def inputs_of(name: str) -> list[str]:
+    """Tensor arguments other than ``target``: ``*logits`` (N, C), ``*feat`` (N, C, H, W), ``*feats`` (a
+    list of (N, C, H, W) maps)."""
+    args = [a for a in positional(LOSS_FUNCTIONS[name]) if a != "target"]
+    unknown = [a for a in args if not a.endswith(("logits", "feat", "feats"))]
+    if unknown:
+        raise SystemExit(f"loss {name!r} takes {unknown}: teach make_case in {__file__} to build them")
+    return args
+
+
 def make_case(rng: np.random.Generator, name: str, dtype: torch.dtype, kind: str, category: str):
-    args = positional(LOSS_FUNCTIONS[name])
     n, c = int(rng.integers(1, 9)), int(rng.integers(2, 65))
     bound = 30.0 if category != "large" else (6.0e4 if dtype == torch.float16 else 1.0e4)
-    logits = [torch.from_numpy(rng.uniform(-bound, bound, (n, c))) for a in args if a.endswith("logits")]
+
+    def make(*shape: int) -> torch.Tensor:
+        return torch.from_numpy(rng.uniform(-bound, bound, (n, *shape)))
+
+    h = int(rng.integers(1, 5))
+    inputs: list = []
+    for arg in inputs_of(name):
+        if arg.endswith("logits"):
+            inputs.append(make(c))
+        elif arg.endswith("feats"):
+            inputs.append([make(int(rng.integers(1, 5)), h, h) for _ in range(int(rng.integers(1, 3)))])
+        else:
+            inputs.append(make(3, h, h))
+    if inputs_of(name)[0].endswith("feats"):  # student and teacher maps pair up by stage: same count
+        missing = len(inputs[0]) - len(inputs[1])
+        inputs[1] = inputs[1][: len(inputs[0])] + [make(2, h, h) for _ in range(missing)]
+    elif inputs_of(name)[0].endswith("feat"):
+        inputs[1] = torch.from_numpy(rng.uniform(-bound, bound, tuple(inputs[0].shape)))
     y = torch.from_numpy(rng.integers(0, c, n))
     if category == "nonfinite":
+        flat = [t for x in inputs for t in (x if isinstance(x, list) else [x])]
         for _ in range(int(rng.integers(1, 4))):
-            x = logits[int(rng.integers(len(logits)))]
+            x = flat[int(rng.integers(len(flat)))].view(n, -1)
             row = int(rng.integers(n))
-            col = int(y[row]) if rng.random() < 0.4 else int(rng.integers(c))
+            col = int(y[row]) % x.shape[1] if rng.random() < 0.4 else int(rng.integers(x.shape[1]))
             x[row, col] = rng.choice([math.nan, math.inf, -math.inf])
     target: torch.Tensor = y
     if kind == "soft" or category.startswith("bad-label"):
@@ -78,31 +105,35 @@ def make_case(rng: np.random.Generator, name: str, dtype: torch.dtype, kind: str
             soft[row, int(rng.integers(c))] -= 1.5
         label_dtype = dtype if rng.random() < 0.5 else torch.float32
         target = soft.to(label_dtype)
-    return [x.to(dtype).requires_grad_(True) for x in logits], target
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype).requires_grad_(True)
+
+    return [[leaf(t) for t in x] if isinstance(x, list) else leaf(x) for x in inputs], target
 
 
-def call(name: str, logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    it = iter(logits)
-    args = [next(it) if a.endswith("logits") else target for a in positional(LOSS_FUNCTIONS[name])]
+def call(name: str, inputs: list, target: torch.Tensor) -> torch.Tensor:
+    it = iter(inputs)
+    args = [target if a == "target" else next(it) for a in positional(LOSS_FUNCTIONS[name])]
     return LOSS_FUNCTIONS[name](*args)
 
 
-def check(name: str, category: str, logits: list[torch.Tensor], target: torch.Tensor) -> str | None:
+def check(name: str, category: str, inputs: list, target: torch.Tensor) -> str | None:
     """None when the case behaves as documented, else a description of what went wrong."""
     if category.startswith("bad-label"):
         try:
-            call(name, logits, target)
+            call(name, inputs, target)
         except ValueError as exc:
             return None if "soft-label" in str(exc) else f"ValueError without 'soft-label': {exc}"
         return "no ValueError for a bad soft label"
-    loss = call(name, logits, target)
+    loss = call(name, inputs, target)
     loss.backward()
     if category == "nonfinite":
-        return None if torch.isnan(loss) else f"loss {loss.item()} for non-finite logits"
+        return None if torch.isnan(loss) else f"loss {loss.item()} for non-finite inputs"
     if not torch.isfinite(loss):
-        return f"non-finite loss {loss.item()} for finite logits"
-    bad = [i for i, x in enumerate(logits) if x.grad is not None and not torch.isfinite(x.grad).all()]
-    return f"non-finite gradient of logits #{bad[0]}" if bad else None
+        return f"non-finite loss {loss.item()} for finite inputs"
+    flat = [t for x in inputs for t in (x if isinstance(x, list) else [x])]
+    bad = [i for i, x in enumerate(flat) if x.grad is not None and not torch.isfinite(x.grad).all()]
+    return f"non-finite gradient of input #{bad[0]}" if bad else None
 
 
 def main() -> int:
@@ -122,9 +153,9 @@ def main() -> int:
         uses_target = "target" in positional(LOSS_FUNCTIONS[name])
         category = CATEGORIES[int(rng.integers(len(CATEGORIES) if uses_target else 3))]
         kind = "soft" if category.startswith("bad-label") else ("soft" if rng.random() < 0.5 else "index")
-        logits, target = make_case(rng, name, DTYPES[dname], kind, category)
+        inputs, target = make_case(rng, name, DTYPES[dname], kind, category)
         try:
-            problem = check(name, category, logits, target)
+            problem = check(name, category, inputs, target)
         except Exception as exc:  # an internal error is a failure like any other
             problem = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
         counts[(name, dname, kind, category, problem is None)] += 1

@@ -1,4 +1,4 @@
-"""Fixtures of the CUDA tests: the tiny npz data and helpers of the engine tests, one thread per process."""
+"""Fixtures of the CUDA tests: the tiny npz data and the helpers of the engine and loss tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
 
 from harness_support import make_npz  # noqa: E402
 

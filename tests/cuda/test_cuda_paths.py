@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from harness_support import base_overrides, subprocess_env
+from loss_inputs import build, call, convert, leaves
 
 from unikd.engine import evaluate_checkpoint, load_config, train
 from unikd.engine.checkpoint import load_checkpoint
@@ -31,54 +32,41 @@ needs_cuda = pytest.mark.skipif(not (ON_CUDA and torch.cuda.is_available()), rea
 WORKER = str(Path(__file__).resolve().parents[1] / "engine" / "ddp_worker.py")
 
 
-def _call(name, logits, target):
-    import inspect
-
-    params = [p.name for p in inspect.signature(LOSS_FUNCTIONS[name]).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    it = iter(logits)
-    return LOSS_FUNCTIONS[name](*[next(it) if p.endswith("logits") else target for p in params])
-
-
-def _n_logits(name):
-    import inspect
-
-    return sum(p.endswith("logits") for p in inspect.signature(LOSS_FUNCTIONS[name]).parameters)
-
-
 @pytest.mark.parametrize("name", sorted(LOSS_FUNCTIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("soft", [False, True])
 def test_every_loss_on_the_device_matches_cpu(name, dtype, soft):
     g = torch.Generator().manual_seed(0)
     n, c = 64, 100
-    logits = [(torch.randn(n, c, generator=g) * 3).to(dtype) for _ in range(_n_logits(name))]
+    inputs = build(name, n, c, lambda shape: torch.randn(*shape, generator=g) * 3)
+    inputs = convert(inputs, lambda t: t.to(dtype))
     y = torch.randint(0, c, (n,), generator=g)
     if soft:
         y2 = torch.randint(0, c, (n,), generator=g)
         eye = torch.eye(c)
         y = 0.7 * eye[y] + 0.3 * eye[y2]
-    cpu = [x.clone().requires_grad_(True) for x in logits]
-    dev = [x.to(DEVICE).requires_grad_(True) for x in logits]
-    a, b = _call(name, cpu, y), _call(name, dev, y.to(DEVICE))
+    cpu = convert(inputs, lambda t: t.clone().requires_grad_(True))
+    dev = convert(inputs, lambda t: t.to(DEVICE).requires_grad_(True))
+    a, b = call(name, cpu, y), call(name, dev, y.to(DEVICE))
     a.backward()
     b.backward()
     assert b.device.type == torch.device(DEVICE).type and b.dtype == torch.float32
     # same (rounded) inputs, float32 math on both: equal up to summation order
     torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
     rtol = 1e-4 if dtype == torch.float32 else 2e-2  # half gradients are rounded to the input dtype
-    for x, z in zip(cpu, dev):
+    for x, z in zip(leaves(cpu), leaves(dev)):
         if x.grad is not None:
             torch.testing.assert_close(z.grad.cpu().float(), x.grad.float(), rtol=rtol, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(LOSS_FUNCTIONS))
-def test_non_finite_logits_give_nan_on_the_device(name):
+def test_non_finite_inputs_give_nan_on_the_device(name):
     # the device path ranks with torch.sort instead of numpy: NaN must not turn into an index error there
-    logits = [torch.randn(8, 100, device=DEVICE) for _ in range(_n_logits(name))]
-    logits[0][0, 3] = math.nan
-    logits[-1][1, 5] = math.inf
-    loss = _call(name, logits, torch.randint(0, 100, (8,), device=DEVICE))
+    inputs = build(name, 8, 100, lambda shape: torch.randn(*shape, device=DEVICE))
+    flat = leaves(inputs)
+    flat[0].view(8, -1)[0, 3] = math.nan
+    flat[-1].view(8, -1)[1, 2] = math.inf
+    loss = call(name, inputs, torch.randint(0, 100, (8,), device=DEVICE))
     assert torch.isnan(loss)
 
 

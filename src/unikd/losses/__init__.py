@@ -2,6 +2,10 @@
 
 Every function returns the batch mean as a 0-dim float32 tensor and leaves out the ordinary cross-entropy,
 which the caller adds. ``target`` is int64 ``(N,)`` class indices or float ``(N, C)`` soft labels.
+
+Every module declares ``requires``: the names of its forward() arguments after ``student_logits`` (the
+vocabulary of the training harness, docs/architecture.md), and feature methods also ``taps`` (which stage
+outputs they read). A new method is one file here plus one ``LOSSES.register`` line.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .at import ATLoss, at_loss
 from .dkd import DKDLoss, dkd_loss
+from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
 from .nkd import NKDLoss, nkd_loss
 from .tfkd import TfKDLoss, tfkd_loss
@@ -25,6 +31,8 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("fitnet", FitNetLoss)
+LOSSES.register("at", ATLoss)
 
 # The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
 LOSS_FUNCTIONS = {
@@ -34,6 +42,8 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "fitnet": fitnet_loss,
+    "at": at_loss,
 }
 
 
@@ -63,14 +73,19 @@ def list_losses() -> list[str]:
 __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
+    "ATLoss",
     "DKDLoss",
+    "FitNetLoss",
+    "HintRegressor",
     "KDLoss",
     "NKDLoss",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
+    "at_loss",
     "create_loss",
     "dkd_loss",
+    "fitnet_loss",
     "kd_loss",
     "list_losses",
     "nkd_loss",
