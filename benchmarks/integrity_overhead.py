@@ -5,7 +5,7 @@
    + ``torch.load``, for a CIFAR ResNet-56 training checkpoint (weights + SGD momentum) and a ResNet-50-size
    one (25.6M parameters).
 2. Losses: forward+backward of every loss with the non-finite guard (``nan_if_nonfinite``) against the same
-   loss with the guard replaced by the identity.
+   loss with the guard replaced by the identity (feature losses on (N, C/16, 8, 8) maps).
 
 Usage::
 
@@ -102,13 +102,25 @@ def bench_losses(repeats: int, shapes: list[tuple[int, int]]) -> None:
         g = torch.Generator().manual_seed(0)
         zs, zo = torch.randn(n, c, generator=g), torch.randn(n, c, generator=g)
         y = torch.randint(0, c, (n,), generator=g)
+        # feature losses: C/16 channels of 8x8 maps, about as many elements as the logits
+        maps = [torch.randn(n, max(1, c // 16), 8, 8, generator=g) for _ in range(2)]
         for name, fn in sorted(LOSS_FUNCTIONS.items()):
-            params = [p for p in inspect.signature(fn).parameters.values()
+            params = [p.name for p in inspect.signature(fn).parameters.values()
                       if p.kind == p.POSITIONAL_OR_KEYWORD]
-            args = [zs if i == 0 else (zo if p.name.endswith("logits") else y) for i, p in enumerate(params)]
+            args: list = []
+            for i, p in enumerate(params):
+                if p.endswith("logits"):
+                    args.append(zs if i == 0 else zo)
+                elif p.endswith("feats"):
+                    args.append([maps[min(i, 1)]])
+                elif p.endswith("feat"):
+                    args.append(maps[min(i, 1)])
+                else:
+                    args.append(y)
 
             def run(args=args, fn=fn) -> None:
-                a = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in args]
+                a = [[t.clone().requires_grad_(True) for t in x] if isinstance(x, list)
+                     else x.clone().requires_grad_(True) if x.is_floating_point() else x for x in args]
                 fn(*a).backward()
 
             def with_guard(name=name, run=run) -> None:
