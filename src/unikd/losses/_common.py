@@ -190,15 +190,19 @@ def check_soft_labels(soft: Tensor, *, atol: float = 1e-3, name: str = "target")
 
 
 def nan_if_nonfinite(loss: Tensor, *inputs: Tensor | None) -> Tensor:
-    """``loss``, or NaN when any input holds NaN or +-inf (torch's own losses propagate NaN too).
+    """``loss``, or NaN when the loss or any of ``inputs`` holds NaN or +-inf (torch's own losses give NaN).
 
-    Masking (target columns, top-k) can hide a bad value from the result; this makes a diverging run's loss
-    NaN, so the trainer stops with its non-finite-loss message instead of training on. ``sum(x * 0)`` is 0
-    for finite inputs and NaN otherwise (no overflow, no host sync, one cheap pass; ``isfinite().all()``
-    costs ~10x more on CPU). Gradients are those of ``loss``.
+    Pass the inputs whose bad values masking (target columns, top-k, ranks) could hide from the result; a
+    loss to which every input element contributes (an MSE) needs none: its own inf becomes NaN here. A
+    diverging run's loss is then NaN, so the trainer stops with its non-finite-loss message instead of
+    training on. ``sum(x * 0)`` is 0 for finite inputs and NaN otherwise (no overflow, no host sync, one
+    cheap pass; ``isfinite().all()`` costs ~10x more on CPU). Gradients are those of ``loss``.
     """
-    guard = sum((x.detach() * 0).sum() for x in inputs if x is not None)
-    return loss + guard.to(loss.dtype) if isinstance(guard, Tensor) else loss
+    guard = loss.detach() - loss.detach()  # 0, or NaN when the loss itself is inf or NaN
+    for x in inputs:
+        if x is not None:
+            guard = guard + (x.detach() * 0).sum().to(loss.dtype)
+    return loss + guard
 
 
 def masked_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
