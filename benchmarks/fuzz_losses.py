@@ -49,10 +49,17 @@ def positional(fn) -> list[str]:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+# arguments that are neither logits, feature maps nor the target: a fixed valid value
+OTHER_ARGS = {
+    "global_t": lambda: torch.ones(1, requires_grad=True),  # CTKD's learnable temperature
+    "epoch_progress": lambda: 3.5,
+}
+
+
 def inputs_of(name: str) -> list[str]:
     """Tensor arguments other than ``target``: ``*logits`` (N, C), ``*feat`` (N, C, H, W), ``*feats`` (a
     list of (N, C, H, W) maps)."""
-    args = [a for a in positional(LOSS_FUNCTIONS[name]) if a != "target"]
+    args = [a for a in positional(LOSS_FUNCTIONS[name]) if a != "target" and a not in OTHER_ARGS]
     unknown = [a for a in args if not a.endswith(("logits", "feat", "feats"))]
     if unknown:
         raise SystemExit(f"loss {name!r} takes {unknown}: teach make_case in {__file__} to build them")
@@ -113,7 +120,8 @@ def make_case(rng: np.random.Generator, name: str, dtype: torch.dtype, kind: str
 
 def call(name: str, inputs: list, target: torch.Tensor) -> torch.Tensor:
     it = iter(inputs)
-    args = [target if a == "target" else next(it) for a in positional(LOSS_FUNCTIONS[name])]
+    args = [target if a == "target" else OTHER_ARGS[a]() if a in OTHER_ARGS else next(it)
+            for a in positional(LOSS_FUNCTIONS[name])]
     return LOSS_FUNCTIONS[name](*args)
 
 

@@ -15,13 +15,19 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .abkd import ABKDLoss, abkd_loss
 from .at import ATLoss, at_loss
+from .ctkd import CTKDLoss, CTKDTemperature, ctkd_loss
+from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
 from .nkd import NKDLoss, nkd_loss
+from .standardize import standardize_logits
 from .tfkd import TfKDLoss, tfkd_loss
+from .ttm import TTMLoss, ttm_loss
 from .uskd import USKDLoss, uskd_loss
+from .wttm import WTTMLoss, wttm_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
 
 LOSSES: Registry[nn.Module] = Registry("loss")
@@ -31,6 +37,11 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("dist", DISTLoss)
+LOSSES.register("ttm", TTMLoss)
+LOSSES.register("wttm", WTTMLoss)
+LOSSES.register("abkd", ABKDLoss)
+LOSSES.register("ctkd", CTKDLoss)
 LOSSES.register("fitnet", FitNetLoss)
 LOSSES.register("at", ATLoss)
 
@@ -42,6 +53,11 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "dist": dist_loss,
+    "ttm": ttm_loss,
+    "wttm": wttm_loss,
+    "abkd": abkd_loss,
+    "ctkd": ctkd_loss,
     "fitnet": fitnet_loss,
     "at": at_loss,
 }
@@ -73,6 +89,18 @@ def list_losses() -> list[str]:
 __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
+    "ABKDLoss",
+    "CTKDLoss",
+    "CTKDTemperature",
+    "DISTLoss",
+    "TTMLoss",
+    "WTTMLoss",
+    "abkd_loss",
+    "ctkd_loss",
+    "dist_loss",
+    "standardize_logits",
+    "ttm_loss",
+    "wttm_loss",
     "ATLoss",
     "DKDLoss",
     "FitNetLoss",
