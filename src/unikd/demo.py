@@ -207,7 +207,9 @@ def run_demo(
         # The final weights: best.pt is chosen on the test set, which the students are scored on.
         teacher_ckpt = out / "teacher" / "last.pt"
         for i, (name, method, model, extra) in enumerate(runs, 1):
-            overrides = [f"method={method}", f"model={model}", f"out_dir={out / name}", "resume=no"]
+            # The demo always trains afresh: it replaces the run folders of a previous demo in ``out``.
+            overrides = [f"method={method}", f"model={model}", f"out_dir={out / name}", "resume=no",
+                         "overwrite=true"]
             overrides += [*base, *extra]
             if name != "teacher" and not quick:
                 overrides.append(f"data.samples_per_class={STUDENT_SAMPLES_PER_CLASS}")

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 pytest.importorskip("unikd.losses", reason="needs the losses package")
-from unikd.cache import CacheMismatchError, build_teacher_cache, read_manifest  # noqa: E402
+from unikd.cache import CacheMismatchError, read_manifest  # noqa: E402
+from unikd.cache.build import build_teacher_cache  # noqa: E402
 from unikd.engine.checkpoint import load_checkpoint  # noqa: E402
 from unikd.engine.config import load_config  # noqa: E402
 from unikd.engine.trainer import train  # noqa: E402

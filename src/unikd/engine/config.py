@@ -137,12 +137,14 @@ class Config:
     num_classes: int | None = None
     seed: int = 0
     epochs: int = 240
-    out_dir: str = "runs/run"
+    out_dir: str | None = None
     resume: str = "no"
+    overwrite: bool = False
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False
     ema_decay: float | None = None
     eval_every: int = 1
     checkpoint_every: int = 0

@@ -219,6 +219,10 @@ def validate(cfg: Config) -> None:
         cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
     )
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _check(
+        not cfg.overwrite or cfg.resume == "no",
+        f"overwrite=true starts the run over, but resume={cfg.resume!r} continues one; use one of them",
+    )
     _check(cfg.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {cfg.eval_every}")
     _check(
         cfg.checkpoint_every >= 0,

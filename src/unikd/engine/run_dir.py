@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unikd._atomic import atomic_write_text
+from unikd._atomic import atomic_write_text, with_path
 from unikd.engine.config import Config, save_config
 from unikd.engine.trackers import Trackers
 
@@ -44,11 +44,8 @@ class RunDir:
         self._trackers: Trackers | None = None
         if not enabled:
             return
+        # Temp files of killed writers are swept by unikd.engine.run_folder, which holds the folder's lock.
         self.path.mkdir(parents=True, exist_ok=True)
-        # A run killed while writing leaves the temp file of an atomic write behind (never a torn target).
-        for name in ("last.pt", "best.pt", "student.safetensors", "summary.json", "config.yaml"):
-            for stale in self.path.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
         if tensorboard:
             self._tb = self._open_tensorboard(required=tensorboard is True)
         self._trackers = Trackers(self.path, trackers)
@@ -87,10 +84,14 @@ class RunDir:
         if not self.enabled:
             return
         line = json.dumps({k: _jsonable(v) for k, v in record.items()})
-        with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # name the file: a failed write() (disk full) carries no filename
+            raise with_path(exc, path) from exc
         if self._tb is not None:
             step = int(record["epoch"])
             for key, value in record.items():

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from unikd.engine.config import Config
-from unikd.engine.distributed import DistInfo
+from unikd.engine.distributed import DistInfo, has_batchnorm, sync_batchnorm
 from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
 from unikd.engine.objective import Objective
 from unikd.engine.preflight import (
     Preflight,
     check_teacher_classes,
+    check_teacher_input,
     check_teacher_top1,
     count_parameters,
     normalisation_note,
@@ -60,6 +61,7 @@ class Components:
     run_dir: RunDir
     state: TrainState
     autocast: Callable[[], Any]
+    input_size: tuple[int, ...] | None = None  # (H, W) of the training images, recorded in checkpoints
 
     @property
     def eval_model(self) -> nn.Module:
@@ -92,6 +94,7 @@ class Components:
             "model_name": self.cfg.model,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
+            "input_size": list(self.input_size) if self.input_size else None,
             "method": self.cfg.method,
             "seed": self.cfg.seed,
             "epoch": st.epoch,
@@ -282,6 +285,8 @@ def build(cfg: Config, info: DistInfo) -> Components:
         )
     autocast = autocast_factory(cfg.precision, dev)
     model = _student(cfg, num_classes, in_chans, dev)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, info)
 
     plans = plan_terms(cfg)
     tap_terms = [p.name for p in plans if p.needs_teacher_taps]
@@ -294,6 +299,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
         if teacher_model is not None:
+            check_teacher_input(sample, teacher_meta, cfg.teacher.model or "")
             check_teacher_classes(teacher_model, sample, num_classes, cfg.teacher.model or "")
             t_metrics = evaluate(
                 teacher_model,
@@ -393,10 +399,14 @@ def build(cfg: Config, info: DistInfo) -> Components:
         run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, trackers=cfg.trackers),
         state=TrainState(),
         autocast=autocast,
+        input_size=tuple(sample.shape[2:]),
     )
     resumed = restore(c)
     per_rank = cfg.data.batch_size // info.world_size
     pre.add("batch", f"{cfg.data.batch_size} global = {per_rank} x {info.world_size} rank(s)")
+    if info.distributed and has_batchnorm(model):
+        pre.add("batchnorm", "SyncBatchNorm (global batch statistics)" if cfg.sync_bn else
+                f"per-rank statistics over {per_rank} images (sync_bn=true on CUDA: global statistics)")
     pre.add(
         "lr",
         f"{o.name} lr={o.lr:g} (not scaled with the batch), wd={o.weight_decay:g}, "

@@ -16,9 +16,18 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from unikd.engine.checkpoint import load_checkpoint, load_state_dict_any
+from unikd.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_state_dict_any
 
-CHECKPOINT_FORMAT = "unikd-checkpoint"
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LiveTeacher",
+    "TeacherSource",
+    "freeze",
+    "load_teacher_model",
+    "load_weights",
+    "open_cached_teacher",
+    "read_weights",
+]
 
 
 class TeacherSource(Protocol):
@@ -58,7 +67,8 @@ def read_weights(path: str | Path, *, what: str) -> tuple[dict[str, Tensor], dic
         return load_state_dict_any(path), {}
     obj = load_checkpoint(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        meta = {k: obj.get(k) for k in ("model_name", "num_classes", "in_chans", "data", "method", "epoch")}
+        keys = ("model_name", "num_classes", "in_chans", "input_size", "data", "method", "epoch")
+        meta = {k: obj.get(k) for k in keys}
         return dict(obj["model"]), meta
     return load_state_dict_any(path), {}
 

@@ -15,6 +15,7 @@ from ._common import (
     check_logits,
     check_pair,
     check_positive,
+    nan_if_nonfinite,
     parse_target,
 )
 from .standardize import check_flag, standardize_logits
@@ -56,11 +57,11 @@ def nkd_loss(
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)  # index (N, 1)
     if check_flag(standardize, "standardize"):
         # autograd carries _NKD's analytic gradient back through the z-score
         zs, zt = standardize_logits(zs), standardize_logits(zt)
-    return _NKD.apply(zs, zt, idx, lam, g)
+    return nan_if_nonfinite(_NKD.apply(zs, zt, tg.index, lam, g), zs, zt, tg.soft)  # docs/losses.md
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from ._common import (
     check_finite,
     check_logits,
     check_pair,
+    nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
     zipf_rank_weights,
@@ -70,7 +71,9 @@ def uskd_loss(
     check_pair(zs, zw, "weak_logits")
     n, c = zs.shape
     tg = parse_target(target, n, c, max_targets=2, device=zs.device)  # class indices give one column
-    return _USKD.apply(zs, zw, tg.index, tg.value, tg.soft, a, b, m, rank)
+    # label values in the logits' dtype: float64 labels with float32 logits must not mix dtypes
+    loss = _USKD.apply(zs, zw, tg.index, tg.value.to(zs.dtype), tg.soft, a, b, m, rank)
+    return nan_if_nonfinite(loss, zs, zw, tg.soft)  # NaN for non-finite logits (docs/losses.md)
 
 
 class _USKD(torch.autograd.Function):
