@@ -11,9 +11,15 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .crd import CRDLoss, crd_loss
 from .dkd import DKDLoss, dkd_loss
 from .kd import KDLoss, kd_loss
+from .nd import NDLoss, nd_loss
 from .nkd import NKDLoss, nkd_loss
+from .pkt import PKTLoss, pkt_loss
+from .reviewkd import ReviewKDLoss, hcl_loss
+from .rkd import RKDLoss, rkd_loss
+from .sp import SPLoss, sp_loss
 from .tfkd import TfKDLoss, tfkd_loss
 from .uskd import USKDLoss, uskd_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
@@ -25,6 +31,12 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("rkd", RKDLoss)
+LOSSES.register("pkt", PKTLoss)
+LOSSES.register("sp", SPLoss)
+LOSSES.register("crd", CRDLoss)
+LOSSES.register("reviewkd", ReviewKDLoss)
+LOSSES.register("nd", NDLoss)
 
 # The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
 LOSS_FUNCTIONS = {
@@ -34,11 +46,19 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "rkd": rkd_loss,
+    "pkt": pkt_loss,
+    "sp": sp_loss,
+    "crd": crd_loss,
+    "reviewkd": hcl_loss,
+    "nd": nd_loss,
 }
 
 
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
-    """Build the loss module registered as ``name`` (``uskd`` also needs ``in_features`` and ``num_classes``).
+    """Build the loss module registered as ``name`` with its hyper-parameters and context arguments
+    (``uskd`` needs ``in_features`` and ``num_classes``; ``crd``, ``reviewkd`` and ``nd`` need the shapes and
+    sizes listed in their docstrings).
 
     Unknown names raise ``ValueError`` with the closest valid name; unknown keyword arguments raise
     ``ValueError`` listing the valid ones.
@@ -63,17 +83,29 @@ def list_losses() -> list[str]:
 __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
+    "CRDLoss",
     "DKDLoss",
     "KDLoss",
+    "NDLoss",
     "NKDLoss",
+    "PKTLoss",
+    "RKDLoss",
+    "ReviewKDLoss",
+    "SPLoss",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
     "create_loss",
+    "crd_loss",
     "dkd_loss",
+    "hcl_loss",
     "kd_loss",
     "list_losses",
+    "nd_loss",
     "nkd_loss",
+    "pkt_loss",
+    "rkd_loss",
+    "sp_loss",
     "tfkd_loss",
     "uskd_loss",
     "zipf_ls_loss",
