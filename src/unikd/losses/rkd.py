@@ -49,7 +49,8 @@ def rkd_loss(
     The means run over all N^2 pairs and N^3 triplets, degenerate ones (i = j, i = k) included: they
     contribute zero but count, as in mdistiller / RepDistiller (``distillers/RKD.py``, ``F.smooth_l1_loss``
     means), whose defaults 25 and 50 are ours. Squared distances are clamped at 1e-12 before the square
-    root. The teacher side is detached.
+    root and difference vectors divided by ``max(norm, 1e-12)`` (``F.normalize``), as there. The teacher
+    side is detached.
 
     Args:
         student_emb, teacher_emb: ``(N, D_s)`` / ``(N, D_t)``, N >= 2 (flattened if higher-dimensional
