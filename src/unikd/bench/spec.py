@@ -11,6 +11,8 @@ may use ``${VAR}`` or ``${VAR:-default}`` to read an environment variable)::
     out_dir: runs/bench/cifar10    # required; runs go to OUT/runs/TRACK/LABEL/seedN, teachers to OUT/teachers
     seeds: [0, 1, 2]               # a list, or an int n meaning 0..n-1
     teacher_cache: false           # true: one teacher-output cache per teacher (needs ``unikd.cache``)
+    jobs: 1                        # runs trained at the same time (each its own subprocess)
+    threads: null                  # torch threads per run (OMP_NUM_THREADS); null: cores // jobs if jobs > 1
     tracks:
       - name: distill
         student: resnet8           # the model of every student run of this track
@@ -53,7 +55,7 @@ TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 RESERVED_KEYS = frozenset({"model", "seed", "out_dir", "resume", "teacher.model", "teacher.checkpoint"})
 # Keys that do not change what a run computes; left out of the teacher hash.
 _HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every"})
-_TOP_KEYS = {"name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks"}
+_TOP_KEYS = {"name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads"}
 _TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods"}
 _TEACHER_KEYS = {"model", "overrides", "seed", "checkpoint"}
 
@@ -84,6 +86,8 @@ class BenchSpec:
     base: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     teacher_cache: bool = False
+    jobs: int = 1
+    threads: int | None = None
     source: str | None = None  # the spec file's path, for the report
 
 
@@ -218,8 +222,16 @@ def parse_spec(
         base=base,
         overrides=overrides,
         teacher_cache=bool(data.get("teacher_cache", False)),
+        jobs=_positive_int(data.get("jobs", 1), "jobs", where),
+        threads=None if data.get("threads") is None else _positive_int(data["threads"], "threads", where),
         source=source,
     )
+
+
+def _positive_int(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
+    return value
 
 
 def _label_ok(name: Any) -> bool:

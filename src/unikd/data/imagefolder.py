@@ -222,6 +222,7 @@ def load_imagefolder(
     samples_per_class: int | None = None,
     val_split: int = 0,
     seed: int = 0,
+    split_seed: int | None = None,
     download: bool = False,
 ) -> ArrayDataset:
     """ImageFolder dataset (folder or tar archive) decoded into memory; see the module docstring."""
@@ -252,4 +253,5 @@ def load_imagefolder(
         val_split=val_split,
         samples_per_class=samples_per_class,
         seed=seed,
+        split_seed=split_seed,
     )

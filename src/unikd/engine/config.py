@@ -36,7 +36,9 @@ class DataConfig:
     download: bool = False
     cache_dir: str | None = None
     samples_per_class: int | None = None
+    subset_test: bool = True
     val_split: int = 0
+    split_seed: int | None = None
     image_size: int | None = None
     batch_size: int = 64
     eval_batch_size: int = 512
@@ -105,6 +107,7 @@ class Config:
     ema_decay: float | None = None
     eval_every: int = 1
     checkpoint_every: int = 0
+    final_test: bool = True
     tensorboard: bool | str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -134,12 +134,16 @@ def evaluate_checkpoint(
 
 def dataset_kwargs(data_cfg: dict[str, Any], *, split: str, seed: int) -> dict[str, Any]:
     """``create_dataset`` keyword arguments from a ``data`` config section."""
+    per_class = data_cfg.get("samples_per_class")
+    if split == "test" and not data_cfg.get("subset_test", True):
+        per_class = None
     return {
         "root": data_cfg.get("root"),
         "split": split,
-        "samples_per_class": data_cfg.get("samples_per_class"),
+        "samples_per_class": per_class,
         "val_split": data_cfg.get("val_split", 0),
         "seed": seed,
+        "split_seed": data_cfg.get("split_seed"),
         "cache_dir": data_cfg.get("cache_dir"),
         "download": data_cfg.get("download", False),
         "resize": data_cfg.get("image_size"),

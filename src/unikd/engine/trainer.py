@@ -30,6 +30,7 @@ from unikd.engine.distributed import (
     init_distributed,
 )
 from unikd.engine.evaluate import evaluate
+from unikd.engine.final_test import final_test, wants_final_test
 from unikd.engine.progress import progress
 from unikd.engine.resume import rng_state
 from unikd.engine.setup import Components, build
@@ -120,6 +121,8 @@ class Trainer:
                 self._train_epoch(epoch)
                 self._end_epoch(epoch)
             summary = self._summary(finished=True)
+            if wants_final_test(self.cfg):
+                summary.update(final_test(c))
             c.run_dir.write_summary(summary)
             if c.info.is_main:
                 log.info(
@@ -151,8 +154,9 @@ class Trainer:
         )
         t_epoch = time.perf_counter() - st.epoch_train_seconds
         for batch in bar:
-            values = self._step(batch, epoch, st.position, steps)
+            values, correct = self._step(batch, epoch, st.position, steps)
             st.position += 1
+            st.epoch_correct += correct
             st.global_step += 1
             st.epoch_sums += values.double()
             st.epoch_steps += 1
@@ -169,8 +173,9 @@ class Trainer:
             )
         st.position = 0
 
-    def _step(self, batch: Any, epoch: int, position: int, steps: int) -> torch.Tensor:
-        """One optimiser step; returns the loss terms averaged over ranks (float32, term_names order)."""
+    def _step(self, batch: Any, epoch: int, position: int, steps: int) -> tuple[torch.Tensor, int]:
+        """One optimiser step; returns the loss terms averaged over ranks (float32, term_names order) and
+        the number of training rows (all ranks) whose top-1 prediction hit the (hard or argmax) target."""
         c = self.c
         # Stop before the forward pass: in train mode it already updates BatchNorm statistics, which the
         # checkpoint must not contain for a step that is not taken. All ranks agree on the stop step.
@@ -195,9 +200,12 @@ class Trainer:
                 progress_epochs=epoch + (position + 1) / steps,
             )
         names = c.objective.term_names()
+        hard = target if target.ndim == 1 else target.argmax(dim=1)
+        correct = (logits.detach().argmax(dim=1) == hard).sum().float()
         # Term values averaged over ranks: for logging, and so every rank sees a non-finite term.
-        values = all_reduce_sum(torch.stack([terms[n].detach().float() for n in names]), c.info)
-        values = values / c.info.world_size
+        reduced = all_reduce_sum(torch.stack([terms[n].detach().float() for n in names] + [correct]), c.info)
+        values = reduced[:-1] / c.info.world_size
+        n_correct = int(reduced[-1].item())
         check_finite(
             values.cpu(),
             names,
@@ -225,7 +233,7 @@ class Trainer:
         c.scheduler.step()
         if c.ema is not None:
             c.ema.update(c.model)
-        return values.cpu()
+        return values.cpu(), n_correct
 
     def _kept_checkpoint_note(self) -> str:
         last = self.c.run_dir.last
@@ -250,6 +258,9 @@ class Trainer:
         lr = st.last_lr if st.last_lr is not None else c.optimizer.param_groups[0]["lr"]
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr)}
         record.update({f"train/{n}": m for n, m in zip(names, means)})
+        # Running top-1 on the augmented training batches (mixed labels: their argmax): a cheap over-fit
+        # indicator next to val/top1, not a clean training-set accuracy.
+        record["train/top1"] = 100.0 * st.epoch_correct / max(st.epoch_images, 1)
         t_eval = time.perf_counter()
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             metrics = evaluate(
