@@ -43,8 +43,9 @@ def measure(name: str, *, precision: str, channels_last: bool, threads: int, bat
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    bf16 = precision == "bf16"
-    ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    ac = contextlib.nullcontext
+    if precision == "bf16":
+        ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
 
     def train_step() -> None:
         with ac():
