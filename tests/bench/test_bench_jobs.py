@@ -28,6 +28,8 @@ with open(os.environ["EVENTS"], "a") as f:
                         "threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
 time.sleep(float(os.environ.get("RUN_SECONDS", "0.6")))
 if "/fail/" in out:
+    with open(os.environ["EVENTS"], "a") as f:
+        f.write(json.dumps({"run": out, "event": "end", "t": time.time()}) + "\n")
     sys.exit(3)
 summary = {"finished": True, "best_top1": 50.0, "last_top1": 50.0, "epochs": 1, "method": args.get("method"),
            "model": args.get("model"), "seed": int(args.get("seed", 0)), "wall_seconds": 1.0,

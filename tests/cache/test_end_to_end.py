@@ -7,6 +7,7 @@ storage the weights drift in the last bits but the final top-1 stays within nois
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -77,6 +78,24 @@ def test_fp32_cache_gives_bit_identical_student(setup):
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"cached run differs from the live run in {different[:5]}"
     assert cached["last_top1"] == live["last_top1"]
+
+
+def test_logit_only_terms_read_the_cache_and_feature_terms_the_live_teacher(setup, caplog):
+    tmp, kd, cache32, _ = setup
+    teacher = [o for o in kd if o.startswith("teacher.")]
+    terms = "loss.terms={kd: {temperature: 4.0}, dkd: {weight: 0.5}}"
+    live = train(_cfg(tmp, *teacher, terms, f"out_dir={tmp / 'terms_live'}"))
+    with caplog.at_level(logging.INFO, logger="unikd"):
+        cached = train(_cfg(tmp, *teacher, terms, f"teacher.cache={cache32}",
+                            f"out_dir={tmp / 'terms_cached'}"))
+    assert f"teacher source  cache {cache32} (every term needs only the teacher's logits)" in caplog.text
+    a, b = _weights(tmp / "terms_live"), _weights(tmp / "terms_cached")
+    assert all(torch.equal(a[k], b[k]) for k in a) and cached["last_top1"] == live["last_top1"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unikd"):
+        train(_cfg(tmp, *teacher, "loss.terms={kd: {}, at: {weight: 10}}", f"teacher.cache={cache32}",
+                   "epochs=1", f"out_dir={tmp / 'terms_at'}"))
+    assert "teacher source  live model (term(s) at read the teacher's features; the cache" in caplog.text
 
 
 def test_fp16_cache_top1_within_noise(setup):

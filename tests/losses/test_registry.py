@@ -1,4 +1,5 @@
-"""create_loss / list_losses / the LOSSES registry and the module attributes the harness relies on."""
+"""create_loss / list_losses / the LOSSES registry and the module contract the training harness relies on
+(docs/architecture.md, "Loss terms"): checked for every registered module, so a new method is checked too."""
 
 import inspect
 
@@ -6,74 +7,59 @@ import pytest
 import torch
 
 import unikd.losses as L
+from unikd.engine.objective import CONTEXT, REQUIRES, context_arguments, hyperparameters, requires_of
+from unikd.engine.taps import TAP_KINDS
 
-LOGIT_LOSSES = ["dkd", "kd", "nkd", "tfkd", "uskd", "zipf_ls"]
-FEATURE_LOSSES = ["crd", "nd", "pkt", "reviewkd", "rkd", "sp"]
-# What each loss needs at construction (the harness supplies these context arguments).
-CONTEXT = {
-    "uskd": {"in_features": 4, "num_classes": 5},
-    "crd": {
-        "in_features": 4,
-        "teacher_in_features": 6,
-        "num_samples": 20,
-        "train_labels": torch.arange(20) % 4,
-        "num_negatives": 8,
-    },
-    "reviewkd": {
-        "student_shapes": [(4, 8, 8)],
-        "teacher_shapes": [(6, 8, 8)],
-        "in_features": 4,
-        "teacher_in_features": 6,
-    },
-    "nd": {"num_classes": 5, "in_features": 4, "teacher_in_features": 6},
-}
+# Per-sample shapes handed to modules that take student_shapes / teacher_shapes, by tap kind.
+_SHAPES = {"stages": [(4, 8, 8), (8, 4, 4), (16, 2, 2)]}
 
 
 def test_list_and_create_every_loss():
-    assert L.list_losses() == sorted(LOGIT_LOSSES + FEATURE_LOSSES)
-    assert set(L.LOSS_FUNCTIONS) == set(L.list_losses())
-    for name in L.list_losses():
-        m = L.create_loss(name, **CONTEXT.get(name, {}))
-        assert isinstance(m, torch.nn.Module)
-    for name in LOGIT_LOSSES:
-        m = L.create_loss(name, **CONTEXT.get(name, {}))
-        assert isinstance(m.requires_teacher, bool) and isinstance(m.requires_features, bool)
-        assert m.requires_teacher == (name in ("kd", "dkd", "nkd"))
-        assert m.requires_features == (name == "uskd")
-
-
-def test_feature_modules_declare_requires_and_taps_matching_forward():
-    vocabulary = {
-        "target",
-        "teacher_logits",
-        "student_features",
-        "teacher_features",
-        "student_embedding",
-        "teacher_embedding",
-        "indices",
-        "epoch_progress",
-    }
-    for name in FEATURE_LOSSES:
+    names = L.list_losses()
+    assert {"at", "dkd", "fitnet", "kd", "nkd", "tfkd", "uskd", "zipf_ls"} <= set(names)
+    assert set(L.LOSS_FUNCTIONS) <= set(names)
+    for name in names:
         cls = L.LOSSES.get(name)
-        assert isinstance(cls.requires, tuple) and set(cls.requires) <= vocabulary, name
-        assert cls.taps in ("embedding", "stages"), name
-        params = list(inspect.signature(cls.forward).parameters)
-        # forward(self, student_logits, *requires, [optional extras with defaults])
-        assert params[1] == "student_logits" and tuple(params[2 : 2 + len(cls.requires)]) == cls.requires, (
-            name
-        )
-        extra = list(inspect.signature(cls.forward).parameters.values())[2 + len(cls.requires) :]
-        assert all(p.default is not p.empty for p in extra), name
+        shapes = _SHAPES.get(getattr(cls, "taps", None), [(4, 8, 8)])
+        ctx = {"num_classes": 5, "num_samples": 20, "in_features": 4, "teacher_in_features": 6,
+               "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3}
+        m = L.create_loss(name, **{k: ctx[k] for k in context_arguments(cls)})
+        assert isinstance(m, torch.nn.Module)
 
 
-def test_hyperparameters_are_keyword_only_with_defaults():
-    without = []
+@pytest.mark.parametrize("name", L.list_losses())
+def test_every_module_follows_the_term_contract(name):
+    cls = L.LOSSES.get(name)
+    req = requires_of(cls)  # a tuple of vocabulary names
+    assert set(req) <= set(REQUIRES) and len(set(req)) == len(req)
+    # forward(student_logits, <requires in order>, [optional extras]): the harness passes them by name
+    params = list(inspect.signature(cls.forward).parameters.values())[1:]
+    assert params[0].name == "student_logits", name
+    assert tuple(p.name for p in params[1:1 + len(req)]) == req, name
+    assert all(p.default is not p.empty for p in params[1 + len(req):]), name
+    if any(r.endswith("_features") for r in req):
+        assert getattr(cls, "taps", None) in TAP_KINDS, f"{name} reads features but declares no taps kind"
+    assert getattr(cls, "embedding_tap", "embedding") in TAP_KINDS
+    # every hyperparameter has a default, so a config needs to set none of them
+    for hp in hyperparameters(cls).values():
+        assert hp.default is not hp.empty, f"{name}: hyperparameter {hp.name} needs a default"
+        assert hp.name not in CONTEXT
+
+
+def test_teacher_and_feature_needs():
+    need = {n: requires_of(L.LOSSES.get(n)) for n in L.list_losses()}
+    assert need["kd"] == need["dkd"] == need["nkd"] == ("teacher_logits", "target")
+    assert need["tfkd"] == need["zipf_ls"] == ("target",)
+    assert need["uskd"] == ("student_embedding", "target")
+    assert need["fitnet"] == need["at"] == ("student_features", "teacher_features")
+
+
+def test_function_hyperparameters_are_keyword_only_with_defaults():
     for name, fn in L.LOSS_FUNCTIONS.items():
         hp = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
         assert all(p.default is not p.empty for p in hp), name
-        if not hp:
-            without.append(name)
-    assert sorted(without) == ["nd", "pkt", "reviewkd", "sp"]  # these losses have no hyper-parameters
+        # the module's hyperparameters are the function's (the config is validated against the module)
+        assert set(hyperparameters(L.LOSSES.get(name))) == {p.name for p in hp}, name
 
 
 def test_create_loss_passes_hyperparameters():

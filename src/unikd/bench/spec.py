@@ -135,14 +135,34 @@ class RunPlan:
 
 
 def method_requires_teacher(method: str) -> bool:
-    """True when the method's loss class declares ``requires_teacher`` (the harness's own rule)."""
+    """True when the method's loss class reads anything of the teacher's (the harness's own rule)."""
     try:
-        from unikd.engine.config import METHOD_TO_LOSS
+        from unikd.engine.config_check import method_to_loss, methods
+        from unikd.engine.objective import needs_teacher
         from unikd.losses import LOSSES
     except ImportError:  # pragma: no cover - only while the package is incomplete
         return method in TEACHER_METHODS
-    loss_name = METHOD_TO_LOSS.get(method)
-    return loss_name is not None and bool(getattr(LOSSES.get(loss_name), "requires_teacher", False))
+    if method not in methods():
+        return False
+    loss_name = method_to_loss(method)
+    return loss_name is not None and needs_teacher(LOSSES.get(loss_name))
+
+
+def _term_methods(flat: Mapping[str, Any]) -> list[str]:
+    """The methods of a ``loss.terms`` objective in flattened overrides (empty for the single form)."""
+    terms = flat.get("loss.terms")
+    if isinstance(terms, list):
+        return [str(t.get("method")) for t in terms if isinstance(t, Mapping)]
+    names = {k.split(".")[2] for k in flat if k.startswith("loss.terms.") and k.count(".") >= 2}
+    return [str(flat.get(f"loss.terms.{n}.method", n)) for n in sorted(names)]
+
+
+def overrides_require_teacher(flat: Mapping[str, Any]) -> bool:
+    """Whether a run with these flattened overrides reads the teacher (single-method or terms form)."""
+    terms = _term_methods(flat)
+    if terms:
+        return any(method_requires_teacher(m) for m in terms)
+    return "method" in flat and method_requires_teacher(str(flat["method"]))
 
 
 def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -288,10 +308,11 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
             raise ValueError(f"{where}: method label {label!r} must use only letters, digits, '_.+-'")
         flat = flatten(m_over, f"{where}: methods.{label}")
         _no_reserved(flat, f"{where}: methods.{label}")
-        flat.setdefault("method", label)
-        if method_requires_teacher(flat["method"]) and teacher is None:
+        if not _term_methods(flat):  # the terms form derives `method` from the term names itself
+            flat.setdefault("method", label)
+        if overrides_require_teacher(flat) and teacher is None:
             raise ValueError(
-                f"{where}: method {label!r} ({flat['method']}) needs a teacher; add a 'teacher' "
+                f"{where}: method {label!r} ({flat.get('method', label)}) needs a teacher; add a 'teacher' "
                 "entry to the track or move the method to a track with one"
             )
         methods[str(label)] = flat
@@ -362,7 +383,7 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
         for seed in spec.seeds:
             for label, m_over in track.methods.items():
                 out = spec.out_dir / "runs" / track.name / label / f"seed{seed}"
-                needs = method_requires_teacher(m_over["method"])
+                needs = overrides_require_teacher(m_over)
                 over = {
                     **spec.overrides,
                     **track.overrides,
@@ -378,7 +399,7 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
                         role="student",
                         track=track.name,
                         label=label,
-                        method=m_over["method"],
+                        method=m_over.get("method", label),
                         seed=seed,
                         out_dir=out,
                         base=spec.base,

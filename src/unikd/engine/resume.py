@@ -112,8 +112,7 @@ def restore(c: Components) -> Path | None:
             c.ema.load_state_dict(ckpt["ema"])
         else:
             c.ema.module.load_state_dict(ckpt["model"])
-    if c.loss_module is not None:
-        c.loss_module.load_state_dict(ckpt["loss_module"])
+    _restore_objective(c.objective, ckpt, path)
     c.optimizer.load_state_dict(ckpt["optimizer"])
     c.scheduler.load_state_dict(ckpt["scheduler"])
     if c.scaler is not None and "scaler" in ckpt:
@@ -122,3 +121,18 @@ def restore(c: Components) -> Path | None:
     c.train_loader.load_state_dict(ckpt["loader"])
     set_rng_state(ckpt["rng"])
     return path
+
+
+def _restore_objective(objective: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """The term modules' state; checkpoints from before the terms form hold one module as ``loss_module``."""
+    state = ckpt.get("objective")
+    if state is None and "loss_module" in ckpt and len(objective.terms) == 1:
+        name = next(iter(objective.terms))
+        state = {f"terms.{name}.{k}": v for k, v in ckpt["loss_module"].items()}
+    try:
+        objective.load_state_dict(state if state is not None else {})
+    except RuntimeError as exc:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: the state of its loss terms does not fit this config's terms "
+            f"({exc}). Use a fresh out_dir or resume=no"
+        ) from None

@@ -1,5 +1,6 @@
-"""Build everything a run needs from its config: data, student, loss (and USKD weak head), teacher,
-optimiser, scheduler, scaler, EMA, DDP wrapper, run folder; then resume and the preflight table."""
+"""Build everything a run needs from its config: data, student, teacher, the objective (its term modules
+and feature taps), optimiser, scheduler, scaler, EMA, DDP wrapper, run folder; then resume and the
+preflight table."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from unikd.engine.config import Config
 from unikd.engine.distributed import DistInfo
 from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
+from unikd.engine.objective import Objective
 from unikd.engine.preflight import (
     Preflight,
     check_teacher_classes,
@@ -25,8 +27,9 @@ from unikd.engine.preflight import (
 from unikd.engine.resume import restore, seed_everything
 from unikd.engine.run_dir import RunDir
 from unikd.engine.state import TrainState
-from unikd.engine.step import Objective, build_loss_module, loss_class, needs
+from unikd.engine.taps import TapSet
 from unikd.engine.teacher import CHECKPOINT_FORMAT, LiveTeacher, TeacherSource, load_teacher_model
+from unikd.engine.terms import build_objective, plan_terms, student_specs, teacher_specs
 
 log = logging.getLogger("unikd")
 
@@ -45,10 +48,9 @@ class Components:
     val_loader: Any
     model: nn.Module
     ddp_model: nn.Module
-    loss_module: nn.Module | None
     objective: Objective
-    tap: Any
-    pool: Callable[[torch.Tensor], torch.Tensor]
+    student_taps: TapSet
+    teacher_taps: TapSet
     teacher: TeacherSource | None
     teacher_meta: dict[str, Any]
     optimizer: torch.optim.Optimizer
@@ -66,8 +68,12 @@ class Components:
 
     @property
     def extra_params(self) -> list[nn.Parameter]:
-        """Trainable parameters outside the DDP wrapper (USKD's weak head)."""
-        return [p for p in self.loss_module.parameters() if p.requires_grad] if self.loss_module else []
+        """Trainable parameters outside the DDP wrapper: the term modules' (heads, connectors, ...)."""
+        return [p for p in self.objective.parameters() if p.requires_grad]
+
+    def remove_taps(self) -> None:
+        self.student_taps.remove()
+        self.teacher_taps.remove()
 
     @property
     def trainable_params(self) -> list[nn.Parameter]:
@@ -109,8 +115,7 @@ class Components:
             ckpt["ema"] = self.ema.state_dict()
         if self.scaler is not None:
             ckpt["scaler"] = self.scaler.state_dict()
-        if self.loss_module is not None:
-            ckpt["loss_module"] = self.loss_module.state_dict()
+        ckpt["objective"] = self.objective.state_dict()  # term modules by name (heads, connectors, banks)
         return ckpt
 
 
@@ -190,20 +195,6 @@ def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device)
     return model
 
 
-def _weak_head_input(cfg: Config, model: nn.Module, sample: torch.Tensor) -> tuple[Any, int]:
-    """Attach a FeatureTap to the configured (or default) feature; measure its pooled width."""
-    from unikd.models import FeatureTap, default_feature, pool_feature
-
-    path = cfg.feature or default_feature(model)
-    tap = FeatureTap(model, path)
-    model.eval()  # the dummy forward must not touch BatchNorm statistics
-    with torch.no_grad():
-        model(sample)
-        width = int(pool_feature(tap.output).shape[1])
-    model.train()
-    return tap, width
-
-
 def build_teacher(
     cfg: Config,
     num_classes: int,
@@ -211,8 +202,14 @@ def build_teacher(
     train_loader: Any,
     autocast: Callable[[], Any],
     in_chans: int = 3,
+    *,
+    live: bool = False,
 ) -> tuple[TeacherSource, nn.Module | None, dict[str, Any]]:
-    """The teacher source, plus the loaded teacher model (for the preflight checks) when configured."""
+    """The teacher source, plus the loaded teacher model (for the preflight checks) when configured.
+
+    ``live=True`` (a term reads the teacher's features, which the cache does not hold) uses the model even
+    when ``teacher.cache`` is set.
+    """
     t = cfg.teacher
     model, meta = None, {}
     if t.model is not None and t.checkpoint is not None:
@@ -221,12 +218,18 @@ def build_teacher(
         )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+    elif live:
+        raise ValueError(
+            f"method {cfg.method!r} reads the teacher's features, which teacher.cache does not hold (it "
+            "stores logits only): set teacher.model=<name> and teacher.checkpoint=<path>; the live teacher "
+            "is then used"
+        )
     elif t.cache is None:
         raise ValueError(
             f"method {cfg.method!r} distils from a teacher: set teacher.model=<name> and "
             "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or teacher.cache)"
         )
-    if t.cache is not None:
+    if t.cache is not None and not live:
         from unikd.engine.teacher import open_cached_teacher
 
         return open_cached_teacher(cfg, train_loader, info.device), model, meta
@@ -260,24 +263,15 @@ def build(cfg: Config, info: DistInfo) -> Components:
     autocast = autocast_factory(cfg.precision, dev)
     model = _student(cfg, num_classes, in_chans, dev)
 
-    loss_cls = loss_class(cfg.loss_name) if cfg.loss_name else None
-    tap, in_features = None, None
-    if needs(loss_cls, "requires_features"):
-        tap, in_features = _weak_head_input(cfg, model, sample)
-    loss_module = build_loss_module(cfg, num_classes=num_classes, in_features=in_features)
-    if loss_module is not None:
-        loss_module.to(dev)
-    objective = Objective(cfg, loss_module)
-
+    plans = plan_terms(cfg)
+    tap_terms = [p.name for p in plans if p.needs_teacher_taps]
     pre = Preflight()
-    pre.add("method", f"{cfg.method}  (loss terms: {', '.join(objective.term_names()[1:])})")
+    pre.add("method", f"{cfg.method}  (loss terms: ce{''.join(', ' + p.name for p in plans)})")
     pre.add("student", f"{cfg.model}  ({count_parameters(model)} params, {num_classes} classes)")
-    if tap is not None:
-        pre.add("weak head", f"feature {tap.path!r} -> Linear({in_features}, {num_classes})")
-    teacher, teacher_meta = None, {}
-    if objective.requires_teacher:
+    teacher, teacher_model, teacher_meta = None, None, {}
+    if any(p.needs_teacher for p in plans):
         teacher, teacher_model, teacher_meta = build_teacher(
-            cfg, num_classes, info, train_loader, autocast, in_chans
+            cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
         if teacher_model is not None:
             check_teacher_classes(teacher_model, sample, num_classes, cfg.teacher.model or "")
@@ -291,14 +285,23 @@ def build(cfg: Config, info: DistInfo) -> Components:
                 dist_info=info,
             )
             check_teacher_top1(t_metrics["top1"], cfg.teacher.min_top1, cfg.teacher.model or "")
-            cached = f", outputs cached in {cfg.teacher.cache}" if cfg.teacher.cache else ""
             pre.add(
                 "teacher",
                 f"{cfg.teacher.model}  ({count_parameters(teacher_model)} params, "
-                f"{num_classes} classes, val top-1 {t_metrics['top1']:.2f}%{cached})",
+                f"{num_classes} classes, val top-1 {t_metrics['top1']:.2f}%)",
             )
-        else:
-            pre.add("teacher", f"outputs cached in {cfg.teacher.cache}")
+        pre.add("teacher source", _teacher_source(cfg, tap_terms))
+    objective, term_rows = build_objective(
+        cfg,
+        plans,
+        student=model,
+        teacher=teacher_model if tap_terms else None,
+        sample=sample,
+        num_classes=num_classes,
+        num_samples=len(train_ds),
+    )
+    for label, text in term_rows:
+        pre.add(label, text)
     pre.add(
         "data",
         f"{cfg.data.name}: {len(train_ds)} train / {len(val_ds)} "
@@ -312,7 +315,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
 
     o, s = cfg.optim, cfg.sched
     optimizer = build_optimizer(
-        [model] + ([loss_module] if loss_module is not None else []),
+        [model, objective],
         name=o.name,
         lr=o.lr,
         momentum=o.momentum,
@@ -343,8 +346,9 @@ def build(cfg: Config, info: DistInfo) -> Components:
     if cfg.compile:
         ddp_model = torch.compile(ddp_model)
 
-    from unikd.models import pool_feature
-
+    # Attached after the EMA copy (which must not inherit the hooks) and before the first step.
+    student_taps = TapSet(model, student_specs(objective))
+    teacher_taps = TapSet(teacher_model, teacher_specs(objective))
     c = Components(
         cfg=cfg,
         info=info,
@@ -356,10 +360,9 @@ def build(cfg: Config, info: DistInfo) -> Components:
         val_loader=val_loader,
         model=model,
         ddp_model=ddp_model,
-        loss_module=loss_module,
         objective=objective,
-        tap=tap,
-        pool=pool_feature,
+        student_taps=student_taps,
+        teacher_taps=teacher_taps,
         teacher=teacher,
         teacher_meta=teacher_meta,
         optimizer=optimizer,
@@ -397,3 +400,14 @@ def build(cfg: Config, info: DistInfo) -> Components:
     if info.is_main:
         log.info("%s", pre.table())
     return c
+
+
+def _teacher_source(cfg: Config, tap_terms: list[str]) -> str:
+    """Which teacher outputs the run uses, and why (a preflight row)."""
+    cache = cfg.teacher.cache
+    if tap_terms:
+        why = f"term(s) {', '.join(tap_terms)} read the teacher's features"
+        return f"live model ({why}; the cache {cache} holds logits only)" if cache else f"live model ({why})"
+    if cache:
+        return f"cache {cache} (every term needs only the teacher's logits)"
+    return "live model"

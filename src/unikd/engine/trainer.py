@@ -135,8 +135,7 @@ class Trainer:
             return summary
         finally:
             self._restore_signals()
-            if c.tap is not None:
-                c.tap.remove()
+            c.remove_taps()
             c.run_dir.close()
 
     def _train_epoch(self, epoch: int) -> None:
@@ -154,7 +153,7 @@ class Trainer:
         )
         t_epoch = time.perf_counter() - st.epoch_train_seconds
         for batch in bar:
-            values, correct = self._step(batch, epoch, st.position, steps)
+            values, correct = self.step(batch, epoch, st.position, steps)
             st.position += 1
             st.epoch_correct += correct
             st.global_step += 1
@@ -173,9 +172,10 @@ class Trainer:
             )
         st.position = 0
 
-    def _step(self, batch: Any, epoch: int, position: int, steps: int) -> tuple[torch.Tensor, int]:
-        """One optimiser step; returns the loss terms averaged over ranks (float32, term_names order) and
-        the number of training rows (all ranks) whose top-1 prediction hit the (hard or argmax) target."""
+    def step(self, batch: Any, epoch: int, position: int, steps: int) -> tuple[torch.Tensor, int]:
+        """One optimiser step on ``batch`` (step ``position`` of ``steps`` in ``epoch``); returns the loss
+        terms averaged over ranks (float32, ``objective.term_names()`` order) and the number of training rows
+        (all ranks) whose top-1 prediction hit the (hard or argmax) target."""
         c = self.c
         # Stop before the forward pass: in train mode it already updates BatchNorm statistics, which the
         # checkpoint must not contain for a step that is not taken. All ranks agree on the stop step.
@@ -188,16 +188,18 @@ class Trainer:
         images, target = batch.images, batch.target
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        # The teacher runs once for all terms; its taps (if any term reads features) fire in that forward.
         teacher_logits = c.teacher(images, epoch, batch.index) if c.teacher is not None else None
         with c.autocast():
             logits = c.ddp_model(images)
-            features = c.pool(c.tap.output) if c.tap is not None else None
             terms = c.objective(
                 logits,
                 target,
                 teacher_logits=teacher_logits,
-                features=features,
-                progress_epochs=epoch + (position + 1) / steps,
+                student_taps=c.student_taps.outputs(),
+                teacher_taps=c.teacher_taps.outputs(),
+                indices=batch.index,
+                epoch_progress=epoch + (position + 1) / steps,
             )
         names = c.objective.term_names()
         hard = target if target.ndim == 1 else target.argmax(dim=1)

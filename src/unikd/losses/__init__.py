@@ -2,6 +2,10 @@
 
 Every function returns the batch mean as a 0-dim float32 tensor and leaves out the ordinary cross-entropy,
 which the caller adds. ``target`` is int64 ``(N,)`` class indices or float ``(N, C)`` soft labels.
+
+Every module declares ``requires``: the names of its forward() arguments after ``student_logits`` (the
+vocabulary of the training harness, docs/architecture.md), and feature methods also ``taps`` (which stage
+outputs they read). A new method is one file here plus one ``LOSSES.register`` line.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .at import ATLoss, at_loss
 from .crd import CRDLoss, crd_loss
 from .dkd import DKDLoss, dkd_loss
+from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
 from .nd import NDLoss, nd_loss
 from .nkd import NKDLoss, nkd_loss
@@ -31,6 +37,8 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("fitnet", FitNetLoss)
+LOSSES.register("at", ATLoss)
 LOSSES.register("rkd", RKDLoss)
 LOSSES.register("pkt", PKTLoss)
 LOSSES.register("sp", SPLoss)
@@ -46,6 +54,8 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "fitnet": fitnet_loss,
+    "at": at_loss,
     "rkd": rkd_loss,
     "pkt": pkt_loss,
     "sp": sp_loss,
@@ -83,8 +93,11 @@ def list_losses() -> list[str]:
 __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
+    "ATLoss",
     "CRDLoss",
     "DKDLoss",
+    "FitNetLoss",
+    "HintRegressor",
     "KDLoss",
     "NDLoss",
     "NKDLoss",
@@ -95,9 +108,11 @@ __all__ = [
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
+    "at_loss",
     "create_loss",
     "crd_loss",
     "dkd_loss",
+    "fitnet_loss",
     "hcl_loss",
     "kd_loss",
     "list_losses",

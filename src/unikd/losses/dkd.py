@@ -69,8 +69,7 @@ def _binary_log_probs(z: Tensor, nlp: Tensor, idx: Tensor) -> Tensor:
 class DKDLoss(nn.Module):
     """Module form of :func:`dkd_loss`, called as ``loss(student_logits, teacher_logits, target)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits", "target")
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
         super().__init__()

@@ -33,8 +33,7 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: floa
 class KDLoss(nn.Module):
     """Module form of :func:`kd_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits", "target")
 
     def __init__(self, *, temperature: float = 4.0) -> None:
         super().__init__()

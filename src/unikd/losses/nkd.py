@@ -108,8 +108,7 @@ class _NKD(torch.autograd.Function):
 class NKDLoss(nn.Module):
     """Module form of :func:`nkd_loss`, called as ``loss(student_logits, teacher_logits, target)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits", "target")
 
     def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5) -> None:
         super().__init__()

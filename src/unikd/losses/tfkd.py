@@ -53,8 +53,7 @@ def tfkd_loss(
 class TfKDLoss(nn.Module):
     """Module form of :func:`tfkd_loss`, called as ``loss(student_logits, target)``."""
 
-    requires_teacher = False
-    requires_features = False
+    requires = ("target",)
 
     def __init__(self, *, correct_prob: float = 0.99, temperature: float = 20.0) -> None:
         super().__init__()

@@ -177,15 +177,17 @@ def _rank_score(
 
 
 class USKDLoss(nn.Module):
-    """USKD with its weak head: ``loss(student_logits, features, target)``.
+    """USKD with its weak head: ``loss(student_logits, student_embedding, target)``.
 
-    Owns ``self.head = nn.Linear(in_features, num_classes)``, applied to ``features`` ``(N, in_features)``
-    (an intermediate feature pooled to a vector, e.g. with ``unikd.models.pool_feature``). Put this module's
-    parameters in the optimizer together with the student's.
+    Owns ``self.head = nn.Linear(in_features, num_classes)``, applied to ``student_embedding``
+    ``(N, in_features)``: an intermediate feature pooled to a vector (e.g. with
+    ``unikd.models.pool_feature``); the training harness pools the output of the ``uskd`` tap (the config
+    key ``feature``). Put this module's parameters in the optimizer together with the student's.
     """
 
-    requires_teacher = False
-    requires_features = True
+    requires = ("student_embedding", "target")
+    # the pooled feature comes from the USKD tap (an intermediate stage), not the pre-classifier feature
+    embedding_tap = "uskd"
 
     def __init__(
         self,
@@ -213,7 +215,8 @@ class USKDLoss(nn.Module):
         self.mu = check_finite(mu, "mu")
         self.rank = rank
 
-    def forward(self, student_logits: Tensor, features: Tensor, target: Tensor) -> Tensor:
+    def forward(self, student_logits: Tensor, student_embedding: Tensor, target: Tensor) -> Tensor:
+        features = student_embedding
         if (
             not isinstance(features, Tensor)
             or features.dim() != 2
@@ -221,8 +224,9 @@ class USKDLoss(nn.Module):
         ):
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
             raise ValueError(
-                f"features must have shape (N, {self.head.in_features}), got {shape}; pool 4-D feature maps "
-                "(or take the ViT cls token) first, e.g. with unikd.models.pool_feature"
+                f"student_embedding (the weak head's features) must have shape (N, {self.head.in_features}), "
+                f"got {shape}; pool 4-D feature maps (or take the ViT cls token) first, e.g. with "
+                "unikd.models.pool_feature"
             )
         weak = self.head(features.to(self.head.weight.dtype))
         return uskd_loss(

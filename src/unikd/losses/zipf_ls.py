@@ -56,8 +56,7 @@ def zipf_ls_loss(
 class ZipfLSLoss(nn.Module):
     """Module form of :func:`zipf_ls_loss`, called as ``loss(student_logits, target)``."""
 
-    requires_teacher = False
-    requires_features = False
+    requires = ("target",)
 
     def __init__(self, *, power: float = 1.0, only_correct: bool = False) -> None:
         super().__init__()
