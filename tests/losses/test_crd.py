@@ -172,7 +172,7 @@ def test_uniform_sampler_and_module_contract():
         feat_dim=8,
         num_negatives=30,
     )
-    assert m.requires == ("student_embedding", "teacher_embedding", "indices") and m.taps == "embedding"
+    assert m.requires == ("student_embedding", "teacher_embedding", "indices")
     c = m.sample(torch.tensor([3, 9]))
     assert torch.equal(c[:, 0], torch.tensor([3, 9])) and int(c.min()) >= 0 and int(c.max()) < 50
     names = {n for n, _ in m.named_parameters()}

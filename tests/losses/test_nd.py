@@ -88,7 +88,7 @@ def test_soft_labels_use_the_argmax_class():
 def test_module_contract_and_given_means():
     mu = torch.randn(4, 6)
     m = create_loss("nd", num_classes=4, in_features=6, teacher_in_features=6, class_means=mu)
-    assert m.requires == ("student_embedding", "teacher_embedding", "target") and m.taps == "embedding"
+    assert m.requires == ("student_embedding", "teacher_embedding", "target")
     assert m.projector is None and list(m.parameters()) == []
     s, t, y = torch.randn(5, 6), torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 0])
     torch.testing.assert_close(m(None, s, t, y), nd_loss(s, t, mu, y))

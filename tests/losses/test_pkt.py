@@ -72,7 +72,7 @@ def test_insensitive_to_per_sample_scale(seed, n, scales):
 def test_module_contract_and_equality():
     m = create_loss("pkt")
     assert isinstance(m, PKTLoss)
-    assert m.requires == ("student_embedding", "teacher_embedding") and m.taps == "embedding"
+    assert m.requires == ("student_embedding", "teacher_embedding")
     s, t = torch.randn(6, 8), torch.randn(6, 5)
     assert torch.equal(m(torch.randn(6, 10), s, t), pkt_loss(s, t))
 

@@ -46,7 +46,9 @@ LOSSES.register("crd", CRDLoss)
 LOSSES.register("reviewkd", ReviewKDLoss)
 LOSSES.register("nd", NDLoss)
 
-# The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
+# The functional form of the losses whose function is the whole method (its keyword-only arguments are the
+# module's hyperparameters). CRD, ReviewKD and ND are not listed: their functions (crd_loss, hcl_loss,
+# nd_loss) compute the loss from state the module holds (banks, fusion modules, class means).
 LOSS_FUNCTIONS = {
     "kd": kd_loss,
     "dkd": dkd_loss,
@@ -59,9 +61,6 @@ LOSS_FUNCTIONS = {
     "rkd": rkd_loss,
     "pkt": pkt_loss,
     "sp": sp_loss,
-    "crd": crd_loss,
-    "reviewkd": hcl_loss,
-    "nd": nd_loss,
 }
 
 

@@ -124,7 +124,6 @@ class CRDLoss(nn.Module):
     """
 
     requires = ("student_embedding", "teacher_embedding", "indices")
-    taps = "embedding"
 
     def __init__(
         self,

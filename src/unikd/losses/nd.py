@@ -89,7 +89,6 @@ class NDLoss(nn.Module):
     """
 
     requires = ("student_embedding", "teacher_embedding", "target")
-    taps = "embedding"
 
     def __init__(
         self,

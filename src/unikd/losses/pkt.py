@@ -43,7 +43,6 @@ class PKTLoss(nn.Module):
     """Module form of :func:`pkt_loss` on the pooled pre-classifier embeddings (no hyper-parameters)."""
 
     requires = ("student_embedding", "teacher_embedding")
-    taps = "embedding"
 
     def forward(self, student_logits: Tensor, student_embedding: Tensor, teacher_embedding: Tensor) -> Tensor:
         return pkt_loss(student_embedding, teacher_embedding)

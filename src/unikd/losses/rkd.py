@@ -78,7 +78,6 @@ class RKDLoss(nn.Module):
     """Module form of :func:`rkd_loss` on the pooled pre-classifier embeddings."""
 
     requires = ("student_embedding", "teacher_embedding")
-    taps = "embedding"
 
     def __init__(self, *, distance_weight: float = 25.0, angle_weight: float = 50.0) -> None:
         super().__init__()

@@ -36,22 +36,15 @@ def sp_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 
 
 class SPLoss(nn.Module):
-    """:func:`sp_loss` summed over chosen stage outputs (the paper's sum over layer pairs).
+    """:func:`sp_loss` summed over the tapped pairs (the paper's sum over layer pairs).
 
-    ``stages`` indexes the tap outputs (tap kind ``"stages"``); the default ``(-1,)`` is the last stage, the
-    layer RepDistiller and mdistiller use on CIFAR-100 (mdistiller ``feats[-1]``).
+    Tap kind ``"last"``: by default one pair, the last stage output of each network, the layer RepDistiller
+    and mdistiller use on CIFAR-100 (mdistiller ``feats[-1]``); list several modules under the ``last`` tap
+    of both networks for the multi-layer form.
     """
 
     requires = ("student_features", "teacher_features")
-    taps = "stages"
-
-    def __init__(self, *, stages: Sequence[int] = (-1,)) -> None:
-        super().__init__()
-        if isinstance(stages, int) or not isinstance(stages, Sequence) or len(stages) == 0:
-            raise ValueError(f"stages must be a non-empty list of stage indices such as [-1], got {stages!r}")
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in stages):
-            raise ValueError(f"stages must hold ints (indices into the tap outputs), got {stages!r}")
-        self.stages = tuple(stages)
+    taps = "last"
 
     def forward(
         self, student_logits: Tensor, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]
@@ -63,16 +56,7 @@ class SPLoss(nn.Module):
                 f"student_features has {len(fs)} entries but teacher_features {len(ft)}; the taps of both "
                 "networks must pair up"
             )
-        for i in self.stages:
-            if not -len(fs) <= i < len(fs):
-                raise ValueError(
-                    f"stage index {i} is out of range for {len(fs)} tap outputs; choose stages in "
-                    f"[{-len(fs)}, {len(fs) - 1}]"
-                )
-        total = sp_loss(fs[self.stages[0]], ft[self.stages[0]])
-        for i in self.stages[1:]:
-            total = total + sp_loss(fs[i], ft[i])
+        total = sp_loss(fs[0], ft[0])
+        for s, t in zip(fs[1:], ft[1:]):
+            total = total + sp_loss(s, t)
         return total
-
-    def extra_repr(self) -> str:
-        return f"stages={self.stages}"
