@@ -75,6 +75,8 @@ def test_cifar100_protocol():
         assert cfg.optim.lr == (0.01 if light else 0.05), path
         sched = (cfg.sched.name, list(cfg.sched.milestones), cfg.sched.gamma)
         assert sched == ("multistep", [150, 180, 210], 0.1), path
+        if cfg.loss.params.get("standardize"):
+            continue  # the logit-standardization settings: test_logit_standardization_recipes
         if cfg.method == "kd":
             assert (cfg.loss.ce_weight, cfg.loss.weight, cfg.loss.params["temperature"]) == (0.1, 0.9, 4.0)
         if cfg.method == "dkd":
@@ -124,3 +126,58 @@ def test_nkd_uskd_recipes():
                                                                                       "imagefolder")
     im_uskd = _load(CONFIGS / "imagenet" / "uskd_resnet18.yaml")
     assert im_uskd.loss.params == {"alpha": 1.0, "beta": 0.1, "mu": 0.005}
+
+
+# (teacher, student) -> settings published by the methods' authors (sources in each recipe's header)
+KD_LS = {("resnet32x4", "resnet8x4"): (2.0, 9.0), ("vgg13", "vgg8"): (3.0, 9.0),
+         ("wrn_40_2", "wrn_40_1"): (2.0, 9.0), ("wrn_40_2", "wrn_16_2"): (2.0, 9.0),
+         ("resnet56", "resnet20"): (2.0, 9.0),
+         ("resnet110", "resnet32"): (2.0, 9.0), ("resnet32x4", "shufflenetv2"): (2.0, 9.0)}
+DKD_LS = {("resnet32x4", "resnet8x4"): (2.0, 9.0, 8.0), ("vgg13", "vgg8"): (2.0, 15.0, 2.0),
+          ("wrn_40_2", "wrn_40_1"): (2.0, 12.0, 2.0), ("wrn_40_2", "wrn_16_2"): (2.0, 12.0, 2.0),
+          ("resnet56", "resnet20"): (3.0, 18.0, 2.0), ("resnet110", "resnet32"): (2.0, 15.0, 2.0),
+          ("resnet32x4", "shufflenetv2"): (2.0, 9.0, 8.0)}
+
+
+def test_logit_standardization_recipes():
+    kd = sorted((CONFIGS / "cifar100" / "kd_ls").glob("*.yaml"))
+    dkd = sorted((CONFIGS / "cifar100" / "dkd_ls").glob("*.yaml"))
+    assert len(kd) == len(KD_LS) and len(dkd) == len(DKD_LS)
+    for path in kd:
+        cfg = _load(path)
+        t, w = KD_LS[(cfg.teacher.model, cfg.model)]
+        assert cfg.method == "kd" and cfg.loss.params == {"temperature": t, "standardize": True}, path
+        assert (cfg.loss.ce_weight, cfg.loss.weight) == (0.1, w), path
+    for path in dkd:
+        cfg = _load(path)
+        t, w, beta = DKD_LS[(cfg.teacher.model, cfg.model)]
+        assert cfg.method == "dkd", path
+        assert cfg.loss.params == {"alpha": 1.0, "beta": beta, "temperature": t, "standardize": True}, path
+        assert (cfg.loss.ce_weight, cfg.loss.weight, cfg.loss.warmup_epochs) == (1.0, w, 20), path
+
+
+def test_dist_ttm_abkd_ctkd_recipes():
+    dist = sorted((CONFIGS / "cifar100" / "dist").glob("*.yaml"))
+    assert {p.stem for p in dist} == {"resnet32x4_resnet8x4", "resnet56_resnet20", "wrn_40_2_wrn_40_1",
+                                      "resnet32x4_shufflenetv2"}
+    for path in dist:
+        cfg = _load(path)
+        assert cfg.loss.params == {"beta": 1.0, "gamma": 1.0, "temperature": 4.0}, path
+        assert (cfg.loss.ce_weight, cfg.loss.weight) == (1.0, 2.0), path
+    ttm = _load(CONFIGS / "cifar100" / "ttm" / "vgg13_vgg8.yaml")
+    assert (ttm.loss.params, ttm.loss.ce_weight, ttm.loss.weight) == ({"power": 0.1}, 1.0, 45.0)
+    abkd = _load(CONFIGS / "cifar100" / "abkd" / "resnet56_resnet20.yaml")
+    assert abkd.loss.params == {"alpha": 0.8, "beta": 0.3, "temperature": 4.0}
+    assert (abkd.loss.ce_weight, abkd.loss.weight) == (1.0, 32.0)
+
+    curriculum = {"temp_start": 1.0, "temp_range": 20.0, "lambda_min": 0.0, "lambda_max": 1.0,
+                  "decay_epochs": 10.0}
+    for folder, weight, extra in (("ctkd", 0.9, {}), ("ctkd_ls", 9.0, {"standardize": True})):
+        paths = sorted((CONFIGS / "cifar100" / folder).glob("*.yaml"))
+        assert {p.stem for p in paths} == {"resnet56_resnet20", "resnet110_resnet32", "wrn_40_2_wrn_16_2",
+                                           "wrn_40_2_wrn_40_1", "vgg13_vgg8", "resnet32x4_resnet8x4",
+                                           "resnet32x4_shufflenetv2"}
+        for path in paths:
+            cfg = _load(path)
+            assert cfg.method == "ctkd" and cfg.loss.params == {**curriculum, **extra}, path
+            assert (cfg.loss.ce_weight, cfg.loss.weight) == (0.1, weight), path

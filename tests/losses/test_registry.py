@@ -16,7 +16,8 @@ _SHAPES = {"stages": [(4, 8, 8), (8, 4, 4), (16, 2, 2)]}
 
 def test_list_and_create_every_loss():
     names = L.list_losses()
-    assert {"at", "dkd", "fitnet", "kd", "nkd", "tfkd", "uskd", "zipf_ls"} <= set(names)
+    assert {"at", "dkd", "fitnet", "kd", "nkd", "tfkd", "uskd", "zipf_ls", "dist", "ttm", "wttm", "abkd",
+            "ctkd"} <= set(names)
     assert {"crd", "nd", "pkt", "reviewkd", "rkd", "sp"} <= set(names)
     assert set(L.LOSS_FUNCTIONS) <= set(names)
     for name in names:
@@ -58,6 +59,8 @@ def test_teacher_and_feature_needs():
     assert need["crd"] == ("student_embedding", "teacher_embedding", "indices")
     assert need["nd"] == ("student_embedding", "teacher_embedding", "target")
     assert need["reviewkd"] == need["sp"] + ("student_embedding", "teacher_embedding")
+    assert need["dist"] == need["ttm"] == need["wttm"] == need["abkd"] == ("teacher_logits",)
+    assert need["ctkd"] == ("teacher_logits", "epoch_progress")
 
 
 def test_function_hyperparameters_are_keyword_only_with_defaults():

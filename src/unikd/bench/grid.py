@@ -129,9 +129,11 @@ class Grid:
         say: Callable[[str], None],
         after_run: Callable[[RunPlan, int], None] | None,
         pool: JobPool,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.spec, self.plans, self.cfg_path, self.say, self.after_run = spec, plans, cfg_path, say, after_run
         self.pool = pool
+        self.stop = stop  # true once SIGINT/SIGTERM asked the grid to stop
         self.eta = _Eta(plans, epochs)
         self.done = {str(p.out_dir) for p in plans if is_finished(p.out_dir)}
         self.failed: list[str] = []
@@ -148,6 +150,10 @@ class Grid:
             say(f"[bench] resuming: {len(self.done)}/{total} runs already finished, skipping them")
         pending = [p for p in self.plans if str(p.out_dir) not in self.done]
         while pending or self.pool.running:
+            if self.stop():
+                self.pool.stop_all()
+                say("[bench] interrupted; the running jobs were stopped. Run the same command to resume.")
+                return 130
             started = False
             for p in list(pending):
                 if self.pool.free() == 0:
@@ -161,7 +167,7 @@ class Grid:
                 if state == "wait" and self.pool.slots == 1:
                     break  # one slot: strictly in plan order
             if self.pool.running:
-                self.pool.wait_any()
+                self.pool.wait_any(stop=self.stop)
             elif not started:
                 for p in pending:  # nothing can start and nothing runs: their dependencies failed
                     self._fail(p, "a run or cache it needs did not finish")

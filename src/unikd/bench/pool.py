@@ -74,13 +74,13 @@ class JobPool:
         )
         self.running.append(job)
 
-    def wait_any(self, poll: float = 0.5) -> list[tuple[Job, int]]:
-        """Block until at least one running job has ended; return the ended jobs with their exit codes
-        (their ``on_end`` callbacks have run)."""
+    def wait_any(self, poll: float = 0.5, stop: Callable[[], bool] | None = None) -> list[tuple[Job, int]]:
+        """Block until at least one running job has ended (or ``stop()`` turns true); return the ended jobs
+        with their exit codes (their ``on_end`` callbacks have run)."""
         while True:
             ended = [(j, j.proc.poll()) for j in self.running if j.proc is not None]
             ended = [(j, rc) for j, rc in ended if rc is not None]
-            if ended or not self.running:
+            if ended or not self.running or (stop is not None and stop()):
                 break
             time.sleep(poll)
         for job, rc in ended:

@@ -28,10 +28,6 @@ from unikd.bench.spec import BenchSpec, RunPlan, expand
 LOCK = ".bench.lock"
 
 
-class GridInterrupted(Exception):
-    """The grid got SIGINT/SIGTERM; the current run was stopped and can be resumed."""
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,9 +122,13 @@ def run_grid(
         return 0
     lock = acquire_lock(out)
     old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop: list[int] = []
 
     def interrupt(signum: int, _frame: Any) -> None:
-        raise GridInterrupted(signal.Signals(signum).name)
+        # Only record the request: the scheduler notices it within a poll interval, stops the running jobs
+        # (a training run saves last.pt) and returns. Raising here instead could land inside subprocess
+        # bookkeeping (Popen, poll) and leave a child untracked.
+        stop.append(signum)
 
     for s in old_handlers:
         signal.signal(s, interrupt)
@@ -139,12 +139,9 @@ def run_grid(
     try:
         if spec.source:
             write_text_atomic(out / "spec.yaml", Path(spec.source).read_text(encoding="utf-8"))
-        return Grid(spec, plans, cfg_path, epochs, say, after_run, pool).run(plots)
-    except GridInterrupted as e:
-        pool.stop_all()
-        say(f"[bench] interrupted ({e}); the running jobs were stopped. Run the same command to resume.")
-        return 130
+        return Grid(spec, plans, cfg_path, epochs, say, after_run, pool, stop=lambda: bool(stop)).run(plots)
     finally:
+        pool.stop_all()  # a no-op unless something went wrong with jobs still running
         for s, h in old_handlers.items():
             signal.signal(s, h)
         lock.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resne
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train with one of the methods ce, ls, kd, dkd, nkd, uskd, tfkd, zipf",
+        help="train with one of the methods ce, ls, kd, dkd, nkd, dist, ttm, wttm, abkd, uskd, tfkd, zipf",
         description="Train a model from a YAML recipe plus key=value overrides. Writes config.yaml, "
         "metrics.jsonl, summary.json, last.pt, best.pt and student.safetensors into out_dir.",
         epilog=EPILOG,

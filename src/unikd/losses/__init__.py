@@ -15,8 +15,11 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .abkd import ABKDLoss, abkd_loss
 from .at import ATLoss, at_loss
 from .crd import CRDLoss, crd_loss
+from .ctkd import CTKDLoss, CTKDTemperature, ctkd_loss
+from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
@@ -26,8 +29,11 @@ from .pkt import PKTLoss, pkt_loss
 from .reviewkd import ReviewKDLoss, hcl_loss
 from .rkd import RKDLoss, rkd_loss
 from .sp import SPLoss, sp_loss
+from .standardize import standardize_logits
 from .tfkd import TfKDLoss, tfkd_loss
+from .ttm import TTMLoss, ttm_loss
 from .uskd import USKDLoss, uskd_loss
+from .wttm import WTTMLoss, wttm_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
 
 LOSSES: Registry[nn.Module] = Registry("loss")
@@ -37,6 +43,11 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("dist", DISTLoss)
+LOSSES.register("ttm", TTMLoss)
+LOSSES.register("wttm", WTTMLoss)
+LOSSES.register("abkd", ABKDLoss)
+LOSSES.register("ctkd", CTKDLoss)
 LOSSES.register("fitnet", FitNetLoss)
 LOSSES.register("at", ATLoss)
 LOSSES.register("rkd", RKDLoss)
@@ -56,6 +67,11 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "dist": dist_loss,
+    "ttm": ttm_loss,
+    "wttm": wttm_loss,
+    "abkd": abkd_loss,
+    "ctkd": ctkd_loss,
     "fitnet": fitnet_loss,
     "at": at_loss,
     "rkd": rkd_loss,
@@ -92,6 +108,18 @@ def list_losses() -> list[str]:
 __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
+    "ABKDLoss",
+    "CTKDLoss",
+    "CTKDTemperature",
+    "DISTLoss",
+    "TTMLoss",
+    "WTTMLoss",
+    "abkd_loss",
+    "ctkd_loss",
+    "dist_loss",
+    "standardize_logits",
+    "ttm_loss",
+    "wttm_loss",
     "ATLoss",
     "CRDLoss",
     "DKDLoss",

@@ -1,6 +1,7 @@
 """Normalized knowledge distillation, NKD (Yang, Zeng, Li, Zhang, Yuan and Li, "From Knowledge Distillation to
 Self-Knowledge Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels", ICCV 2023,
-arXiv:2303.13005; official code github.com/yzd-v/cls_KD)."""
+arXiv:2303.13005; official code github.com/yzd-v/cls_KD), optionally on standardized logits (a combination
+with Sun et al., CVPR 2024, that neither paper evaluated)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ._common import (
     check_positive,
     parse_target,
 )
+from .standardize import check_flag, standardize_logits
 
 
 def nkd_loss(
@@ -25,6 +27,7 @@ def nkd_loss(
     *,
     temperature: float = 1.0,
     gamma: float = 1.5,
+    standardize: bool = False,
 ) -> Tensor:
     """``-T_t log S_t - gamma * lambda**2 * sum_{i != t} N(T^lambda)_i log N(S^lambda)_i``, batch mean.
 
@@ -40,6 +43,9 @@ def nkd_loss(
         temperature: lambda > 0. Default 1.0 (official ImageNet configs; their CIFAR-100 config uses 3.0).
         gamma: weight of the non-target term. Default 1.5 (ImageNet CNNs; DeiT configs use 1.0, the CIFAR-100
             config 3.5).
+        standardize: z-score both logits per sample first (logit standardization); T_t, S_t and both
+            non-target distributions are then taken on the standardized logits. This combination is new:
+            no published setting or result exists for it.
 
     The gradient is computed analytically in the forward pass (double backward is not supported); the loss
     value uses ``sum q log N = sum q z - logsumexp``, accurate to ~1e-7 times the logit magnitude.
@@ -51,6 +57,9 @@ def nkd_loss(
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
     idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    if check_flag(standardize, "standardize"):
+        # autograd carries _NKD's analytic gradient back through the z-score
+        zs, zt = standardize_logits(zs), standardize_logits(zt)
     return _NKD.apply(zs, zt, idx, lam, g)
 
 
@@ -110,15 +119,21 @@ class NKDLoss(nn.Module):
 
     requires = ("teacher_logits", "target")
 
-    def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5) -> None:
+    def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5, standardize: bool = False) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
         self.gamma = check_finite(gamma, "gamma")
+        self.standardize = check_flag(standardize, "standardize")
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> Tensor:
         return nkd_loss(
-            student_logits, teacher_logits, target, temperature=self.temperature, gamma=self.gamma
+            student_logits,
+            teacher_logits,
+            target,
+            temperature=self.temperature,
+            gamma=self.gamma,
+            standardize=self.standardize,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gamma={self.gamma}"
+        return f"temperature={self.temperature}, gamma={self.gamma}, standardize={self.standardize}"
