@@ -11,7 +11,7 @@ forward and backward pass, and checks the documented contract (docs/losses.md):
 - ``bad-label-*``: soft labels that sum to 2, sum to 0, hold NaN/inf or a negative entry -> ``ValueError``.
 
 Every (loss, dtype, target kind, category) cell is printed with its pass/fail count; the exit status is 1
-when any case fails. Losses are called by parameter name (``*logits``, ``*feat``, ``*feats`` and
+when any case fails. Losses are called by parameter name (``*logits``, ``*emb``, ``*feat``, ``*feats`` and
 ``target``), so new losses with such inputs are fuzzed without editing this script.
 
 Usage::
@@ -55,19 +55,22 @@ OTHER_ARGS = {
     "epoch_progress": lambda: 3.5,
 }
 
+# losses that compare the samples of a batch with each other need more than one row
+MIN_BATCH = {"rkd": 2}
+
 
 def inputs_of(name: str) -> list[str]:
-    """Tensor arguments other than ``target``: ``*logits`` (N, C), ``*feat`` (N, C, H, W), ``*feats`` (a
-    list of (N, C, H, W) maps)."""
+    """Tensor arguments other than ``target``: ``*logits`` (N, C), ``*emb`` (N, D), ``*feat`` (N, C, H, W),
+    ``*feats`` (a list of (N, C, H, W) maps)."""
     args = [a for a in positional(LOSS_FUNCTIONS[name]) if a != "target" and a not in OTHER_ARGS]
-    unknown = [a for a in args if not a.endswith(("logits", "feat", "feats"))]
+    unknown = [a for a in args if not a.endswith(("logits", "emb", "feat", "feats"))]
     if unknown:
         raise SystemExit(f"loss {name!r} takes {unknown}: teach make_case in {__file__} to build them")
     return args
 
 
 def make_case(rng: np.random.Generator, name: str, dtype: torch.dtype, kind: str, category: str):
-    n, c = int(rng.integers(1, 9)), int(rng.integers(2, 65))
+    n, c = int(rng.integers(MIN_BATCH.get(name, 1), 9)), int(rng.integers(2, 65))
     bound = 30.0 if category != "large" else (6.0e4 if dtype == torch.float16 else 1.0e4)
 
     def make(*shape: int) -> torch.Tensor:
@@ -78,6 +81,8 @@ def make_case(rng: np.random.Generator, name: str, dtype: torch.dtype, kind: str
     for arg in inputs_of(name):
         if arg.endswith("logits"):
             inputs.append(make(c))
+        elif arg.endswith("emb"):  # each network's own width: relational losses compare within a network
+            inputs.append(make(int(rng.integers(1, 9))))
         elif arg.endswith("feats"):
             inputs.append([make(int(rng.integers(1, 5)), h, h) for _ in range(int(rng.integers(1, 3)))])
         else:

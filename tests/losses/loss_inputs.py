@@ -1,8 +1,8 @@
 """Build the inputs of any registered loss by its parameter names, and call it (tests of every loss).
 
-``*logits`` arguments get ``(N, C)`` tensors, ``*feat`` a ``(N, C, H, W)`` map, ``*feats`` a list of maps;
-``target`` is passed where the loss takes one, and the few other arguments in ``OTHER_ARGS`` get a fixed
-valid value. A loss with another kind of argument fails loudly here.
+``*logits`` arguments get ``(N, C)`` tensors, ``*emb`` ``(N, D)`` embeddings, ``*feat`` a ``(N, C, H, W)``
+map, ``*feats`` a list of maps; ``target`` is passed where the loss takes one, and the few other arguments
+in ``OTHER_ARGS`` get a fixed valid value. A loss with another kind of argument fails loudly here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ OTHER_ARGS = {
     "epoch_progress": lambda device: 3.5,
 }
 
+# losses that compare the samples of a batch with each other need more than one row
+MIN_BATCH = {"rkd": 2}
+
 
 def _positional(fn) -> list[str]:
     return [p.name for p in inspect.signature(fn).parameters.values()
@@ -28,9 +31,9 @@ def _positional(fn) -> list[str]:
 
 def inputs_of(name: str) -> list[str]:
     """The tensor arguments of loss ``name`` other than ``target``, each of a kind this file can build:
-    ``*logits`` (N, C), ``*feat`` (N, C, H, W), ``*feats`` (a list of (N, C, H, W) maps)."""
+    ``*logits`` (N, C), ``*emb`` (N, D), ``*feat`` (N, C, H, W), ``*feats`` (a list of (N, C, H, W) maps)."""
     args = [a for a in _positional(LOSS_FUNCTIONS[name]) if a != "target" and a not in OTHER_ARGS]
-    unknown = [a for a in args if not a.endswith(("logits", "feat", "feats"))]
+    unknown = [a for a in args if not a.endswith(("logits", "emb", "feat", "feats"))]
     if unknown:
         pytest.fail(f"loss {name!r} takes {unknown}: teach inputs_of/build in {__file__} to make them")
     return args
@@ -42,6 +45,8 @@ def build(name: str, n: int, c: int, make) -> list:
     for arg in inputs_of(name):
         if arg.endswith("logits"):
             out.append(make((n, c)))
+        elif arg.endswith("emb"):
+            out.append(make((n, 5)))
         elif arg.endswith("feats"):
             out.append([make((n, 2, 4, 4)), make((n, 3, 2, 2))])
         else:

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from loss_inputs import build, call, convert, inputs_of, leaves, uses_target
+from loss_inputs import MIN_BATCH, build, call, convert, inputs_of, leaves, uses_target
 
 from unikd.losses import LOSS_FUNCTIONS
 
@@ -35,7 +35,7 @@ def poisoned(draw):
     """(name, inputs with >= 1 non-finite entry, target)."""
     name = draw(st.sampled_from(sorted(LOSS_FUNCTIONS)))
     dtype = draw(st.sampled_from(DTYPES))
-    n, c = draw(st.integers(1, 5)), draw(st.integers(2, 12))
+    n, c = draw(st.integers(MIN_BATCH.get(name, 1), 5)), draw(st.integers(2, 12))
     elems = st.floats(-30, 30)
 
     def make(shape):

@@ -39,6 +39,7 @@ CONTEXT: dict[str, str] = {
     "in_features": "int: width D of the student embedding",
     "teacher_in_features": "int: width D of the teacher embedding",
     "total_epochs": "int: the run's epochs",
+    "train_labels": "int64 (num_samples,) class of every training sample (CRD draws negatives by class)",
 }
 
 

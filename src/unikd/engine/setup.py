@@ -326,6 +326,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         sample=sample,
         num_classes=num_classes,
         num_samples=len(train_ds),
+        train_labels=train_ds.labels,
     )
     for label, text in term_rows:
         pre.add(label, text)

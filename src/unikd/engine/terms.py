@@ -148,8 +148,11 @@ def build_objective(
     sample: torch.Tensor,
     num_classes: int,
     num_samples: int,
+    train_labels: torch.Tensor | None = None,
 ) -> tuple[Objective, list[tuple[str, str]]]:
-    """The objective (on the sample's device) and the preflight rows that describe its terms."""
+    """The objective (on the sample's device) and the preflight rows that describe its terms.
+
+    ``train_labels``: int64 ``(num_samples,)`` classes of the training set, for modules that take them."""
     from unikd.losses import create_loss
 
     resolved = [_resolve(p, cfg, student, teacher) for p in plans]
@@ -161,6 +164,7 @@ def build_objective(
         context: dict[str, Any] = {
             "num_classes": num_classes,
             "num_samples": num_samples,
+            "train_labels": train_labels,
             "total_epochs": cfg.epochs,
             "student_shapes": [found["student"][s] for s in taps.student_features],
             "teacher_shapes": [found["teacher"][s] for s in taps.teacher_features],
