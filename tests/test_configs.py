@@ -92,6 +92,23 @@ def test_cifar100_protocol():
         if "at" in weights:
             p = cfg.terms[0].params.get("p", 2.0)
             assert (cfg.loss.ce_weight, weights["at"], p) == (1.0, 1000.0, 2.0), path
+        # mdistiller's RKD / PKT / SP / CRD / ReviewKD settings (cfg RKD, PKT, SP, CRD, REVIEWKD)
+        terms = {t.method: t for t in cfg.terms}
+        published = {"rkd": 1.0, "pkt": 30000.0, "sp": 3000.0, "crd": 0.8, "reviewkd": 5.0}
+        for method, weight in published.items():
+            if method in terms:
+                assert (cfg.loss.ce_weight, terms[method].weight) == (1.0, weight), path
+        if "rkd" in terms:
+            assert terms["rkd"].params == {"distance_weight": 25.0, "angle_weight": 50.0}, path
+        if "crd" in terms:
+            crd = {"feat_dim": 128, "num_negatives": 16384, "temperature": 0.07, "momentum": 0.5}
+            assert crd.items() <= terms["crd"].params.items(), path
+        if "reviewkd" in terms:
+            assert terms["reviewkd"].warmup_epochs == 20, path
+        if "crd" in terms and "kd" in terms:  # RepDistiller's CRD+KD: -r 1 -a 1 -b 0.8, KD at T=4
+            assert (terms["kd"].weight, terms["kd"].params["temperature"]) == (1.0, 4.0), path
+        if "nd" in terms:  # KD++ of the ND authors (CIFAR/train_cifar.sh) for ResNet32x4 -> ResNet8x4
+            assert (terms["nd"].weight, terms["kd"].weight, terms["kd"].warmup_epochs) == (2.0, 3.5, 20), path
 
 
 def test_nkd_uskd_recipes():
@@ -109,6 +126,22 @@ def test_nkd_uskd_recipes():
                                                                                       "imagefolder")
     im_uskd = _load(CONFIGS / "imagenet" / "uskd_resnet18.yaml")
     assert im_uskd.loss.params == {"alpha": 1.0, "beta": 0.1, "mu": 0.005}
+
+
+def test_imagenet_protocol():
+    # The published ImageNet protocol: RandomResizedCrop 224 + flip; Resize 256 + CenterCrop 224.
+    paths = sorted((CONFIGS / "imagenet").rglob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        d = _load(path).data
+        assert (d.crop, d.crop_size, d.eval_resize, d.hflip) == ("rrc", 224, 256, True), path
+        assert (list(d.crop_scale), d.crop_ratio[0]) == ([0.08, 1.0], 0.75), path
+        assert d.image_size is None and d.loader == "torch", path  # full-size images, cut in the workers
+        if "deit" in path.stem:  # the DeiT recipe
+            assert (d.randaugment, d.random_erasing, d.mixup_alpha, d.cutmix_alpha) == (
+                "rand-m9-mstd0.5-inc1", 0.25, 0.8, 1.0), path
+        else:
+            assert (d.randaugment, d.random_erasing, d.mixup_alpha) == (None, 0.0, 0.0), path
 
 
 # (teacher, student) -> settings published by the methods' authors (sources in each recipe's header)

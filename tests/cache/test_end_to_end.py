@@ -15,7 +15,8 @@ import pytest
 import torch
 
 pytest.importorskip("unikd.losses", reason="needs the losses package")
-from unikd.cache import CacheMismatchError, build_teacher_cache, read_manifest  # noqa: E402
+from unikd.cache import CacheMismatchError, read_manifest  # noqa: E402
+from unikd.cache.build import build_teacher_cache  # noqa: E402
 from unikd.engine.checkpoint import load_checkpoint  # noqa: E402
 from unikd.engine.config import load_config  # noqa: E402
 from unikd.engine.trainer import train  # noqa: E402
@@ -194,3 +195,19 @@ def test_topk_cache_trains(setup):
     assert (m["mode"], m["k"], m["bytes_per_sample"]) == ("topk", 2, 2 * 2 + 2 * 1 + 2)
     summary = train(_cfg(tmp, *kd, "epochs=1", f"teacher.cache={topk}", f"out_dir={tmp / 'top2run'}"))
     assert summary["finished"] and math.isfinite(summary["last_top1"])
+
+
+def test_imagenet_protocol_views_stay_exact_through_the_cache(setup):
+    # RandomResizedCrop + RandAugment + random erasing + cutmix: every view a pure function of
+    # (seed, epoch, index), so the cached teacher saw exactly the live teacher's inputs.
+    tmp, kd, _, _ = setup
+    views = ("data.crop=rrc", "data.crop_size=10", "data.eval_resize=11",
+             "data.randaugment=rand-m9-mstd0.5-inc1", "data.random_erasing=0.5", "data.cutmix_alpha=1.0")
+    cache = build_teacher_cache(_cfg(tmp, *kd, *views), tmp / "cache_rrc", dtype="fp32", show_progress=False)
+    train(_cfg(tmp, *kd, *views, f"out_dir={tmp / 'live_rrc'}"))
+    train(_cfg(tmp, *kd, *views, f"teacher.cache={cache}", f"out_dir={tmp / 'cached_rrc'}"))
+    a, b = _weights(tmp / "live_rrc"), _weights(tmp / "cached_rrc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = (*views[:3], "data.randaugment=rand-m7-mstd0.5-inc1", *views[4:])
+    with pytest.raises(CacheMismatchError, match="randaugment"):
+        train(_cfg(tmp, *kd, *other, f"teacher.cache={cache}", f"out_dir={tmp / 'bad_rrc'}"))

@@ -79,6 +79,11 @@ def _assert_identical(a: Path, b: Path, steps: int = 48, keys=("model", "train_m
     drop = ("images_per_s", "epoch_seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == \
            [{k: v for k, v in r.items() if k not in drop} for r in mb]
+    # metrics.csv is rebuilt from the checkpoint's history too: the same rows as metrics.jsonl, none twice
+    for folder, rows in ((a, ma), (b, mb)):
+        lines = (folder / "metrics.csv").read_text().splitlines()
+        assert lines[0].split(",") == list(rows[0]) and len(lines) == 1 + len(rows)
+        assert [int(line.split(",")[0]) for line in lines[1:]] == [r["epoch"] for r in rows]
     assert json.loads((b / "summary.json").read_text())["finished"]
 
 

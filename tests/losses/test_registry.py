@@ -18,12 +18,14 @@ def test_list_and_create_every_loss():
     names = L.list_losses()
     assert {"at", "dkd", "fitnet", "kd", "nkd", "tfkd", "uskd", "zipf_ls", "dist", "ttm", "wttm", "abkd",
             "ctkd"} <= set(names)
+    assert {"crd", "nd", "pkt", "reviewkd", "rkd", "sp"} <= set(names)
     assert set(L.LOSS_FUNCTIONS) <= set(names)
     for name in names:
         cls = L.LOSSES.get(name)
         shapes = _SHAPES.get(getattr(cls, "taps", None), [(4, 8, 8)])
         ctx = {"num_classes": 5, "num_samples": 20, "in_features": 4, "teacher_in_features": 6,
-               "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3, "role": "student"}
+               "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3, "role": "student",
+               "train_labels": torch.arange(20) % 5}
         m = L.create_loss(name, **{k: ctx[k] for k in context_arguments(cls)})
         assert isinstance(m, torch.nn.Module)
 
@@ -52,7 +54,11 @@ def test_teacher_and_feature_needs():
     assert need["kd"] == need["dkd"] == need["nkd"] == ("teacher_logits", "target")
     assert need["tfkd"] == need["zipf_ls"] == ("target",)
     assert need["uskd"] == ("student_embedding", "target")
-    assert need["fitnet"] == need["at"] == ("student_features", "teacher_features")
+    assert need["fitnet"] == need["at"] == need["sp"] == ("student_features", "teacher_features")
+    assert need["rkd"] == need["pkt"] == ("student_embedding", "teacher_embedding")
+    assert need["crd"] == ("student_embedding", "teacher_embedding", "indices")
+    assert need["nd"] == ("student_embedding", "teacher_embedding", "target")
+    assert need["reviewkd"] == need["sp"] + ("student_embedding", "teacher_embedding")
     assert need["dist"] == need["ttm"] == need["wttm"] == need["abkd"] == ("teacher_logits",)
     assert need["ctkd"] == ("teacher_logits", "epoch_progress")
 

@@ -15,11 +15,11 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from unikd._lock import FolderLock
 from unikd.bench.grid import Grid
 from unikd.bench.pool import JobPool
 from unikd.bench.results import BENCH_RECORD, read_json, write_text_atomic
@@ -28,27 +28,9 @@ from unikd.bench.spec import BenchSpec, RunPlan, expand
 LOCK = ".bench.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def acquire_lock(out_dir: Path) -> Path:
+def acquire_lock(out_dir: Path) -> FolderLock:
     """Refuse to run two grids into one folder at once (they would train the same runs twice)."""
-    lock = out_dir / LOCK
-    info = read_json(lock)
-    if info and isinstance(info.get("pid"), int) and info["pid"] != os.getpid() and _pid_alive(info["pid"]):
-        raise ValueError(
-            f"another 'unikd bench' (pid {info['pid']}) is running into {out_dir}; wait for it, "
-            f"stop it, or delete {lock} if that process is not a bench"
-        )
-    write_text_atomic(lock, json.dumps({"pid": os.getpid(), "started": time.time()}))
-    return lock
+    return FolderLock(out_dir, LOCK, "unikd bench", fix="Wait for that bench, or stop it.").acquire()
 
 
 def config_path(spec: BenchSpec) -> str:
@@ -144,7 +126,7 @@ def run_grid(
         pool.stop_all()  # a no-op unless something went wrong with jobs still running
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        lock.unlink(missing_ok=True)
+        lock.release()
 
 
 def _hash(cfg_path: str, overrides: dict[str, Any]) -> str:

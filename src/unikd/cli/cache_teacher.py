@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from unikd.cache import build_teacher_cache, read_manifest
+    from unikd.cache import read_manifest
+    from unikd.cache.build import build_teacher_cache
     from unikd.engine.config import load_config
 
     try:

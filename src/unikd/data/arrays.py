@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import numpy as np
 from unikd._atomic import atomic_write
 from unikd.data.cache import default_cache_dir
 from unikd.data.dataset import ArrayDataset, channel_stats, check_split, finish, parse_resize, to_nchw
+from unikd.integrity import crc32_file
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+log = logging.getLogger("unikd")
 
 
 def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
@@ -30,12 +34,28 @@ def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.uint8)
 
 
+def _as_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Class indices: integers >= 0 (float labels would be truncated silently, so they are refused)."""
+    y = np.asarray(y)
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        hint = (" (they are whole numbers: store them with y.astype(np.int64))"
+                if np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.isfinite(y))
+                and np.all(y == np.round(y)) else
+                "; unikd trains on class indices (mixup/cutmix make soft labels on the fly)")
+        raise ValueError(f"{where}: labels must be integer class indices, got dtype {y.dtype}{hint}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{where}: class indices must be >= 0, got {y.min()}")
+    return y.astype(np.int64).reshape(-1)
+
+
 def _npz_members(path: Path, names: tuple[str, ...], cache_dir: str | Path | None) -> dict[str, np.ndarray]:
     """The arrays ``names`` of an ``.npz`` (only those are decompressed).
 
     Compressed members are decompressed once into ``cache_dir/npz/<key>/NAME.npy`` (key: the file's path,
     size and mtime) and memory-mapped from there afterwards: a compressed CIFAR-100 costs seconds to inflate,
-    and every run (train, validation and test splits) would pay it again.
+    and every run (train, validation and test splits) would pay it again. The cached file holds the member's
+    bytes exactly, so the CRC-32 the zip records for the member is its checksum; a cached file that does
+    not match it is inflated again.
     """
     try:
         if not zipfile.is_zipfile(path):
@@ -57,15 +77,16 @@ def _npz_members(path: Path, names: tuple[str, ...], cache_dir: str | Path | Non
                     out[name] = z[name]
                     continue
                 if cached.is_file():
-                    try:
+                    if crc32_file(cached) == info.CRC:
                         out[name] = np.load(cached, allow_pickle=False)
                         continue
-                    except (OSError, ValueError):
-                        cached.unlink(missing_ok=True)  # a damaged cache entry: inflate again
+                    log.warning("decompressed npz cache %s is damaged (CRC mismatch); inflating it again",
+                                cached)
+                    cached.unlink(missing_ok=True)
                 arr = z[name]
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
-                    atomic_write(cached, lambda f, a=arr: np.save(f, a, allow_pickle=False))
+                    atomic_write(cached, lambda f, i=info: shutil.copyfileobj(z.zip.open(i), f, 1 << 20))
                 except OSError:
                     pass  # a read-only cache folder only costs speed
                 out[name] = arr
@@ -113,10 +134,12 @@ def read_npz(
             raise ValueError(
                 f"{path}: x_test images are {x.shape[1:]} but x_train images are {x_train.shape[1:]}"
             )
-    y = np.asarray(arrays[f"y_{part}"]).astype(np.int64).reshape(-1)
+    y_train = _as_labels(arrays["y_train"], f"{path}:y_train")
+    y_test = _as_labels(arrays["y_test"], f"{path}:y_test")
+    y = y_train if part == "train" else y_test
     if len(y) != len(x):
         raise ValueError(f"{path}: x_{part} has {len(x)} images but y_{part} has {len(y)} labels")
-    num_classes = int(max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0))) + 1
+    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     classes = (
         [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(num_classes)]
     )

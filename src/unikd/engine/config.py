@@ -67,12 +67,22 @@ class DataConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+    # The ImageNet protocol (crop=rrc): RandomResizedCrop training views, Resize + CenterCrop evaluation.
+    crop: str = "pad"  # pad (crop_padding + random crop) | rrc (RandomResizedCrop to crop_size)
+    crop_size: int | None = None
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    eval_resize: int | None = None  # eval: shorter side resized to this, then centre crop_size (null: /0.875)
+    randaugment: str | None = None  # timm syntax, e.g. rand-m9-mstd0.5-inc1 (DeiT)
+    random_erasing: float = 0.0  # probability (DeiT: 0.25)
 
 
 @dataclass
 class TeacherConfig:
     model: str | None = None
     checkpoint: str | None = None
+    pretrained: bool = False  # torchvision/timm weights, or the teacher registry for zoo models
+    model_args: dict[str, Any] = field(default_factory=dict)
     min_top1: float | None = None
     cache: str | None = None
 
@@ -135,21 +145,26 @@ class SchedConfig:
 class Config:
     method: str = "ce"
     model: str = "resnet20"
+    pretrained: bool = False  # start from torchvision/timm weights (or a teacher-registry entry)
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra create_model arguments, e.g. img_size
     feature: str | None = None
     num_classes: int | None = None
     seed: int = 0
     epochs: int = 240
-    out_dir: str = "runs/run"
+    out_dir: str | None = None
     resume: str = "no"
+    overwrite: bool = False
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False
     ema_decay: float | None = None
     eval_every: int = 1
     checkpoint_every: int = 0
     final_test: bool = True
     tensorboard: bool | str = "auto"
+    trackers: list[str] = field(default_factory=list)  # wandb, mlflow (metrics.csv is always written)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -183,6 +198,16 @@ class Config:
         merged = _default_tree()
         _merge(merged, raw, source)
         return _build(merged)
+
+    def __post_init__(self) -> None:
+        from unikd.engine.trackers import check_tracker_names
+
+        check_tracker_names(self.trackers)
+        if self.teacher.pretrained and self.teacher.checkpoint is not None:
+            raise ValueError(
+                "teacher.pretrained=true and teacher.checkpoint are both set; use the pretrained weights "
+                "(teacher.checkpoint=null) or the checkpoint (teacher.pretrained=false)"
+            )
 
     @property
     def terms(self) -> list[TermConfig]:

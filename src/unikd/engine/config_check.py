@@ -89,6 +89,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         key_tp, item = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ValueError(f"{key} must be a mapping, e.g. {{name: value}}, got {value!r}")
+        if item is Any:  # free-form arguments (model_args, e.g. {img_size: 32}) pass through as written
+            return {coerce(k, key_tp, key): v for k, v in value.items()}
         return {coerce(k, key_tp, key): coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -217,6 +219,10 @@ def validate(cfg: Config) -> None:
         cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
     )
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _check(
+        not cfg.overwrite or cfg.resume == "no",
+        f"overwrite=true starts the run over, but resume={cfg.resume!r} continues one; use one of them",
+    )
     _check(cfg.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {cfg.eval_every}")
     _check(
         cfg.checkpoint_every >= 0,

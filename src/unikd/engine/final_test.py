@@ -31,6 +31,7 @@ def wants_final_test(cfg: Any) -> bool:
 def build_test_loader(c: Any) -> tuple[Any, Any]:
     """The test split of the run's data (normalised with the training statistics) and its loader."""
     from unikd.data import InMemoryLoader, create_dataset
+    from unikd.data.views import view_options
 
     cfg = c.cfg
     kwargs = dataset_kwargs(dataclasses.asdict(cfg.data), split="test", seed=cfg.seed)
@@ -46,6 +47,7 @@ def build_test_loader(c: Any) -> tuple[Any, Any]:
         device=c.info.device,
         rank=c.info.rank,
         world_size=c.info.world_size,
+        **view_options(dataclasses.asdict(cfg.data)),  # eval geometry (crop=rrc)
     )
     return loader, test_ds
 

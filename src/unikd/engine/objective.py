@@ -41,6 +41,7 @@ CONTEXT: dict[str, str] = {
     "total_epochs": "int: the run's epochs",
     "role": "str: 'student' (the run's student; every run without peers) or 'peer' (another network of "
     "online training, online.peers)",
+    "train_labels": "int64 (num_samples,) class of every training sample (CRD draws negatives by class)",
 }
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from unikd.engine.config import Config
-from unikd.engine.distributed import DistInfo, all_reduce_sum, average_gradients
+from unikd.engine.distributed import DistInfo, all_reduce_sum, average_gradients, sync_batchnorm
 from unikd.engine.network import create_network, train_parts
 from unikd.engine.objective import TEACHER_TAP_INPUTS, Objective
 from unikd.engine.step import check_finite
@@ -148,6 +148,8 @@ def build_online(
     for i, model_name in enumerate(cfg.online.peers, start=1):
         name = f"peer{i}"
         model = create_network(cfg, model_name, num_classes, in_chans, info.device)
+        if cfg.sync_bn:
+            model = sync_batchnorm(model, info)
         objective, rows = build_objective(
             cfg,
             plans,

@@ -15,13 +15,14 @@ from torch import nn
 
 from unikd.engine.config import Config
 from unikd.engine.diagnostics import GradDiagnostics, build_diagnostics
-from unikd.engine.distributed import DistInfo
-from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate
-from unikd.engine.network import create_network, train_parts
+from unikd.engine.distributed import DistInfo, has_batchnorm, sync_batchnorm
+from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
+from unikd.engine.network import train_parts
 from unikd.engine.objective import Objective
 from unikd.engine.preflight import (
     Preflight,
     check_teacher_classes,
+    check_teacher_input,
     check_teacher_top1,
     count_parameters,
     normalisation_note,
@@ -67,6 +68,7 @@ class Components:
     autocast: Callable[[], Any]
     online: OnlineRun | None = None  # the peers of online training (online.peers)
     diagnostics: GradDiagnostics | None = None  # per-term gradient measurements (diagnostics.every)
+    input_size: tuple[int, ...] | None = None  # (H, W) of the training images, recorded in checkpoints
 
     def term_names(self) -> list[str]:
         """Names of the logged loss terms: the student's, then each peer's as ``<peer>/<term>``."""
@@ -105,6 +107,7 @@ class Components:
             "model_name": self.cfg.model,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
+            "input_size": list(self.input_size) if self.input_size else None,
             "method": self.cfg.method,
             "seed": self.cfg.seed,
             "epoch": st.epoch,
@@ -175,6 +178,9 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
     cls: Any = InMemoryLoader
     if d.loader == "torch":
         cls, common = TorchLoader, {**common, "num_workers": d.num_workers}
+    from unikd.data.views import view_options
+
+    views = view_options(dataclasses.asdict(d))
     train = cls(
         train_ds,
         d.batch_size,
@@ -184,23 +190,47 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
         mixup_alpha=d.mixup_alpha,
         cutmix_alpha=d.cutmix_alpha,
         mix_prob=d.mix_prob,
+        randaugment=d.randaugment,
+        random_erasing=d.random_erasing,
+        **views,
         **common,
     )
     # The eval batch must split evenly over ranks too; round it up to a multiple of the world size.
     eval_bs = -(-d.eval_batch_size // info.world_size) * info.world_size
-    val = cls(val_ds, eval_bs, train=False, **common)
+    val = cls(val_ds, eval_bs, train=False, **views, **common)
     return train, val
 
 
-def _sample(ds: Any, device: torch.device) -> torch.Tensor:
-    """Two normalised images for the dummy forwards (feature width, teacher class count)."""
+def _sample(ds: Any, device: torch.device, cfg: Config) -> torch.Tensor:
+    """Two normalised images for the dummy forwards (feature width, teacher class count), at the size the
+    model sees (the eval view of the ImageNet protocol)."""
+    from unikd.data.views import eval_view
+
     if hasattr(ds, "images"):
         raw = ds.images[:2]
     else:  # lazily decoded folder: items are (image, label, index)
-        raw = torch.stack([ds[i][0] for i in range(min(2, len(ds)))])
+        raw = [ds[i][0] for i in range(min(2, len(ds)))]
+    raw = eval_view(raw, dataclasses.asdict(cfg.data))
     mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
     std = torch.tensor(ds.std).view(1, -1, 1, 1)
     return ((raw.float() / 255.0 - mean) / std).to(device)
+
+
+def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device) -> nn.Module:
+    from unikd.models import create_model
+
+    if cfg.pretrained:
+        from unikd.engine.pretrained import pretrained_student
+
+        model = pretrained_student(
+            cfg.model, num_classes=num_classes, in_chans=in_chans, dataset=cfg.data.name, **cfg.model_args
+        )
+    else:
+        model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans), **cfg.model_args)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def build_teacher(
@@ -220,9 +250,10 @@ def build_teacher(
     """
     t = cfg.teacher
     model, meta = None, {}
-    if t.model is not None and t.checkpoint is not None:
+    if t.model is not None and (t.checkpoint is not None or t.pretrained):
         model, meta = load_teacher_model(
-            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans
+            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans,
+            pretrained=t.pretrained, dataset=cfg.data.name, model_args=t.model_args,
         )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -235,7 +266,8 @@ def build_teacher(
     elif t.cache is None:
         raise ValueError(
             f"method {cfg.method!r} distils from a teacher: set teacher.model=<name> and "
-            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or teacher.cache)"
+            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or "
+            "teacher.pretrained=true, or teacher.cache)"
         )
     if t.cache is not None and not live:
         from unikd.engine.teacher import open_cached_teacher
@@ -261,7 +293,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"num_classes={num_classes} but the data has {train_ds.num_classes} classes; "
             "set num_classes=null to use the dataset's count"
         )
-    sample = _sample(train_ds, dev)
+    sample = _sample(train_ds, dev, cfg)
     in_chans = int(sample.shape[1])
     train_loader, val_loader = build_loaders(cfg, info, train_ds, val_ds)
     if len(train_loader) == 0:
@@ -269,7 +301,9 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"data.batch_size={cfg.data.batch_size} gives no full batch from {len(train_ds)} samples"
         )
     autocast = autocast_factory(cfg.precision, dev)
-    model = create_network(cfg, cfg.model, num_classes, in_chans, dev)
+    model = _student(cfg, num_classes, in_chans, dev)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, info)
 
     plans = plan_terms(cfg)
     if cfg.online.peers:
@@ -286,6 +320,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
         if teacher_model is not None:
+            check_teacher_input(sample, teacher_meta, cfg.teacher.model or "")
             check_teacher_classes(teacher_model, sample, num_classes, cfg.teacher.model or "")
             t_metrics = evaluate(
                 teacher_model,
@@ -295,6 +330,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
                 device=dev,
                 channels_last=cfg.channels_last,
                 dist_info=info,
+                desc="teacher eval",
             )
             check_teacher_top1(t_metrics["top1"], cfg.teacher.min_top1, cfg.teacher.model or "")
             pre.add(
@@ -311,6 +347,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         sample=sample,
         num_classes=num_classes,
         num_samples=len(train_ds),
+        train_labels=train_ds.labels,
     )
     for label, text in term_rows:
         pre.add(label, text)
@@ -358,15 +395,19 @@ def build(cfg: Config, info: DistInfo) -> Components:
         scheduler=scheduler,
         scaler=scaler,
         ema=ema,
-        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard),
+        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, trackers=cfg.trackers),
         state=TrainState(),
         autocast=autocast,
         online=online,
         diagnostics=build_diagnostics(cfg, info, model, objective, sample),
+        input_size=tuple(sample.shape[2:]),
     )
     resumed = restore(c)
     per_rank = cfg.data.batch_size // info.world_size
     pre.add("batch", f"{cfg.data.batch_size} global = {per_rank} x {info.world_size} rank(s)")
+    if info.distributed and has_batchnorm(model):
+        pre.add("batchnorm", "SyncBatchNorm (global batch statistics)" if cfg.sync_bn else
+                f"per-rank statistics over {per_rank} images (sync_bn=true on CUDA: global statistics)")
     pre.add(
         "lr",
         f"{o.name} lr={o.lr:g} (not scaled with the batch), wd={o.weight_decay:g}, "

@@ -149,9 +149,13 @@ def build_objective(
     num_classes: int,
     num_samples: int,
     role: str = "student",
+    train_labels: torch.Tensor | None = None,
 ) -> tuple[Objective, list[tuple[str, str]]]:
-    """The objective (on the sample's device) and the preflight rows that describe its terms; ``role`` is
-    the network's role in online training (``"peer"`` for the other networks), a context argument."""
+    """The objective (on the sample's device) and the preflight rows that describe its terms.
+
+    ``role`` is the network's role in online training (``"peer"`` for the other networks), a context
+    argument. ``train_labels``: int64 ``(num_samples,)`` classes of the training set, for modules that take
+    them."""
     from unikd.losses import create_loss
 
     resolved = [_resolve(p, cfg, student, teacher) for p in plans]
@@ -163,6 +167,7 @@ def build_objective(
         context: dict[str, Any] = {
             "num_classes": num_classes,
             "num_samples": num_samples,
+            "train_labels": train_labels,
             "total_epochs": cfg.epochs,
             "role": role,
             "student_shapes": [found["student"][s] for s in taps.student_features],

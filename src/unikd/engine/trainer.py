@@ -31,10 +31,13 @@ from unikd.engine.distributed import (
 )
 from unikd.engine.evaluate import evaluate
 from unikd.engine.final_test import final_test, wants_final_test
+from unikd.engine.last_checkpoint import save_last
 from unikd.engine.progress import progress
 from unikd.engine.resume import rng_state
+from unikd.engine.run_folder import claim_run_folder, resolve_out_dir
 from unikd.engine.setup import Components, build
 from unikd.engine.step import check_finite
+from unikd.engine.write_errors import inside, run_write_error
 
 log = logging.getLogger("unikd")
 
@@ -68,11 +71,13 @@ def train(cfg: Config) -> dict[str, Any]:
     ensure_log_handler()
     info = init_distributed(cfg.device)
     try:
-        trainer = Trainer(build(cfg, info))
-        summary = trainer.fit()
-        # Teardown: drop the DDP wrapper (and its reducer) first, then let all ranks reach the group's
-        # destruction together; gloo can abort (SIGABRT) a process whose peer tears down first.
-        del trainer
+        cfg = resolve_out_dir(cfg, info)
+        with claim_run_folder(cfg, info):  # rank 0 locks out_dir for the whole run
+            trainer = Trainer(build(cfg, info))
+            summary = trainer.fit()
+            # Teardown: drop the DDP wrapper (and its reducer) first, then let all ranks reach the group's
+            # destruction together; gloo can abort (SIGABRT) a process whose peer tears down first.
+            del trainer
         barrier(info)
         return summary
     finally:
@@ -137,6 +142,10 @@ class Trainer:
                     c.run_dir.path,
                 )
             return summary
+        except OSError as exc:
+            if inside(exc.filename, c.run_dir.path):  # disk full, permission denied, read-only folder
+                raise run_write_error(exc, c.run_dir.path, saved_step=c.state.saved_step) from exc
+            raise
         finally:
             self._restore_signals()
             c.remove_taps()
@@ -291,6 +300,7 @@ class Trainer:
                 device=c.info.device,
                 channels_last=cfg.channels_last,
                 dist_info=c.info,
+                desc=f"eval {epoch + 1}/{cfg.epochs}",
             )
         else:
             metrics = {k: None for k in ("top1", "top5", "nll", "ece")}
@@ -339,13 +349,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ files
 
     def _save_last(self) -> None:
-        self._save(self.c.run_dir.last)
+        self._save(self.c.run_dir.last, keep_previous=True)
         self.c.state.saved_step = self.c.state.global_step
 
-    def _save(self, path: Any) -> None:
+    def _save(self, path: Any, keep_previous: bool = False) -> None:
         if self.c.info.is_main:
             self.c.state.wall_seconds = time.perf_counter() - self._t0
-            atomic_save(self.c.checkpoint(rng_state()), path)
+            (save_last if keep_previous else atomic_save)(self.c.checkpoint(rng_state()), path)
 
     def _summary(self, *, finished: bool) -> dict[str, Any]:
         c, st, cfg = self.c, self.c.state, self.cfg

@@ -18,17 +18,23 @@ from ..registry import Registry
 from .abkd import ABKDLoss, abkd_loss
 from .at import ATLoss, at_loss
 from .bdkd import BDKDLoss, bdkd_loss, bdkd_peer_loss
+from .crd import CRDLoss, crd_loss
 from .ctkd import CTKDLoss, CTKDTemperature, ctkd_loss
 from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .dml import DMLLoss, dml_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .kd import KDLoss, kd_loss
-from .nkd import NKDLoss, nkd_loss
+from .nd import NDLoss, nd_loss
+from .nkd import NKDLoss, nkd_loss, nkd_nontarget_kl
+from .pkt import PKTLoss, pkt_loss
+from .reviewkd import ReviewKDLoss, hcl_loss
+from .rkd import RKDLoss, rkd_loss
+from .sp import SPLoss, sp_loss
 from .standardize import standardize_logits
 from .tfkd import TfKDLoss, tfkd_loss
 from .ttm import TTMLoss, ttm_loss
-from .uskd import USKDLoss, uskd_loss
+from .uskd import USKDLoss, uskd_loss, uskd_nontarget_kl
 from .wttm import WTTMLoss, wttm_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
 
@@ -48,8 +54,16 @@ LOSSES.register("fitnet", FitNetLoss)
 LOSSES.register("at", ATLoss)
 LOSSES.register("dml", DMLLoss)
 LOSSES.register("bdkd", BDKDLoss)
+LOSSES.register("rkd", RKDLoss)
+LOSSES.register("pkt", PKTLoss)
+LOSSES.register("sp", SPLoss)
+LOSSES.register("crd", CRDLoss)
+LOSSES.register("reviewkd", ReviewKDLoss)
+LOSSES.register("nd", NDLoss)
 
-# The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
+# The functional form of the losses whose function is the whole method (its keyword-only arguments are the
+# module's hyperparameters). CRD, ReviewKD and ND are not listed: their functions (crd_loss, hcl_loss,
+# nd_loss) compute the loss from state the module holds (banks, fusion modules, class means).
 LOSS_FUNCTIONS = {
     "kd": kd_loss,
     "dkd": dkd_loss,
@@ -66,11 +80,16 @@ LOSS_FUNCTIONS = {
     "at": at_loss,
     "dml": dml_loss,
     "bdkd": bdkd_loss,
+    "rkd": rkd_loss,
+    "pkt": pkt_loss,
+    "sp": sp_loss,
 }
 
 
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
-    """Build the loss module registered as ``name`` (``uskd`` also needs ``in_features`` and ``num_classes``).
+    """Build the loss module registered as ``name`` with its hyper-parameters and context arguments
+    (``uskd`` needs ``in_features`` and ``num_classes``; ``crd``, ``reviewkd`` and ``nd`` need the shapes and
+    sizes listed in their docstrings).
 
     Unknown names raise ``ValueError`` with the closest valid name; unknown keyword arguments raise
     ``ValueError`` listing the valid ones.
@@ -109,12 +128,18 @@ __all__ = [
     "wttm_loss",
     "ATLoss",
     "BDKDLoss",
+    "CRDLoss",
     "DKDLoss",
     "DMLLoss",
     "FitNetLoss",
     "HintRegressor",
     "KDLoss",
+    "NDLoss",
     "NKDLoss",
+    "PKTLoss",
+    "RKDLoss",
+    "ReviewKDLoss",
+    "SPLoss",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
@@ -122,13 +147,21 @@ __all__ = [
     "bdkd_loss",
     "bdkd_peer_loss",
     "create_loss",
+    "crd_loss",
     "dkd_loss",
     "dml_loss",
     "fitnet_loss",
+    "hcl_loss",
     "kd_loss",
     "list_losses",
+    "nd_loss",
     "nkd_loss",
+    "nkd_nontarget_kl",
+    "pkt_loss",
+    "rkd_loss",
+    "sp_loss",
     "tfkd_loss",
     "uskd_loss",
+    "uskd_nontarget_kl",
     "zipf_ls_loss",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_finite, check_logits, check_pair, check_positive
+from ._common import check_finite, check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def abkd_loss(
@@ -70,7 +70,7 @@ def abkd_loss(
         s = a + b
         cross = (a * lp + b * lq).exp()  # p^alpha q^beta
         per_class = -(cross - (a / s) * (s * lp).exp() - (b / s) * (s * lq).exp()) / (a * b)
-    return per_class.sum() / n
+    return nan_if_nonfinite(per_class.sum() / n, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 class ABKDLoss(nn.Module):

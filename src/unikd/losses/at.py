@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import as_float32
+from ._common import as_float32, nan_if_nonfinite
 
 
 def _attention(f: Tensor, p: float) -> Tensor:
@@ -78,7 +78,8 @@ def at_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], *,
         term = (_attention(s, p) - _attention(t, p)).pow(2).mean()
         total = term if total is None else total + term
     assert total is not None
-    return total
+    # every element reaches the maps' norms, so non-finite maps make the total inf or NaN (docs/losses.md)
+    return nan_if_nonfinite(total)
 
 
 class ATLoss(nn.Module):

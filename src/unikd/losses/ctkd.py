@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_finite, check_logits, check_pair, check_positive
+from ._common import check_finite, check_logits, check_pair, check_positive, nan_if_nonfinite
 from .standardize import check_flag, standardize_logits
 
 
@@ -120,11 +120,13 @@ def ctkd_loss(
 
 def _kd_at(zs: Tensor, zt: Tensor, tau: Tensor, standardize: bool) -> Tensor:
     """KD at a tensor temperature (gradient flows to ``tau``); 0-dim."""
+    raw = (zs, zt)
     if standardize:
         zs, zt = standardize_logits(zs), standardize_logits(zt)
     log_s = (zs / tau).log_softmax(dim=1)  # (N, C)
     log_t = (zt / tau).log_softmax(dim=1)  # (N, C); no graph to the teacher, but one to tau
-    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (tau * tau)
+    loss = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (tau * tau)
+    return nan_if_nonfinite(loss, *raw)  # NaN for non-finite logits (docs/losses.md)
 
 
 def _check_curriculum(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import check_finite, check_logits, check_pair, check_positive
+from ._common import check_finite, check_logits, check_pair, check_positive, nan_if_nonfinite
 
 # The authors' eps, added to the product of the two norms (not to each norm, not inside a square root).
 DIST_EPS = 1e-8
@@ -47,7 +47,8 @@ def dist_loss(
     yt = (zt / tau).softmax(dim=1)  # (N, C)
     inter = 1.0 - _pearson(ys, yt, dim=1).mean()  # correlation of each row, mean over N
     intra = 1.0 - _pearson(ys, yt, dim=0).mean()  # correlation of each column, mean over C
-    return (tau * tau) * (b * inter + g * intra)
+    # NaN for non-finite logits (docs/losses.md)
+    return nan_if_nonfinite((tau * tau) * (b * inter + g * intra), zs, zt)
 
 
 def _pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:

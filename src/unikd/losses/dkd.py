@@ -14,6 +14,7 @@ from ._common import (
     check_pair,
     check_positive,
     masked_log_softmax,
+    nan_if_nonfinite,
     nontarget_lse,
     parse_target,
 )
@@ -59,14 +60,15 @@ def dkd_loss(
         zs, zt = standardize_logits(zs), standardize_logits(zt)
     zs, zt = zs / t, zt / t
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)
+    idx = tg.index  # (N, 1)
 
     nls = masked_log_softmax(zs, idx)  # (N, C) student non-target log-probs
     nlt = masked_log_softmax(zt, idx)  # (N, C) teacher non-target log-probs
     bs, bt = _binary_log_probs(zs, nls, idx), _binary_log_probs(zt, nlt, idx)  # (N, 2) each
     tckd = F.kl_div(bs, bt, reduction="sum", log_target=True) / n
     nckd = F.kl_div(nls, nlt, reduction="sum", log_target=True) / n  # masked columns contribute 0
-    return (a * tckd + b * nckd) * (t * t)
+    return nan_if_nonfinite((a * tckd + b * nckd) * (t * t), zs, zt, tg.soft)  # docs/losses.md
 
 
 def _binary_log_probs(z: Tensor, nlp: Tensor, idx: Tensor) -> Tensor:

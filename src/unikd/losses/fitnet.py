@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import as_float32
+from ._common import as_float32, nan_if_nonfinite
 
 
 def _check_map(x: object, name: str) -> Tensor:
@@ -46,7 +46,8 @@ def fitnet_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         raise ValueError(
             f"student_feat is on {s.device} but teacher_feat on {t.device}; move both to one device"
         )
-    return F.mse_loss(s, t, reduction="mean")
+    # every element reaches the MSE, so non-finite maps make it inf or NaN: NaN either way (docs/losses.md)
+    return nan_if_nonfinite(F.mse_loss(s, t, reduction="mean"))
 
 
 def _shape(value: object, name: str) -> tuple[int, int, int]:

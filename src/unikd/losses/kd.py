@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 from .standardize import check_flag, standardize_logits
 
 
@@ -36,7 +36,8 @@ def kd_loss(
         zs, zt = standardize_logits(zs), standardize_logits(zt)
     log_s = (zs / t).log_softmax(dim=1)  # (N, C)
     log_t = (zt / t).log_softmax(dim=1)  # (N, C)
-    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    loss = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 class KDLoss(nn.Module):

@@ -15,6 +15,7 @@ from ._common import (
     check_logits,
     check_pair,
     check_positive,
+    nan_if_nonfinite,
     parse_target,
 )
 from .standardize import check_flag, standardize_logits
@@ -56,11 +57,43 @@ def nkd_loss(
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)  # index (N, 1)
     if check_flag(standardize, "standardize"):
         # autograd carries _NKD's analytic gradient back through the z-score
         zs, zt = standardize_logits(zs), standardize_logits(zt)
-    return _NKD.apply(zs, zt, idx, lam, g)
+    return nan_if_nonfinite(_NKD.apply(zs, zt, tg.index, lam, g), zs, zt, tg.soft)  # docs/losses.md
+
+
+@torch.no_grad()
+def nkd_nontarget_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 1.0,
+    gamma: float = 1.5,
+) -> Tensor:
+    """NKD's non-target term in KL form: ``gamma * lambda**2 * KL(N(T^lambda) || N(S^lambda))``, batch mean.
+
+    :func:`nkd_loss` uses the cross-entropy form ``-gamma lambda^2 sum_{i != t} N(T^lambda)_i log
+    N(S^lambda)_i``, which equals ``gamma lambda^2 (H(N(T^lambda)) + KL(N(T^lambda) || N(S^lambda)))``: the
+    teacher's non-target entropy is a constant for the student, so both forms have the same gradient, but
+    only the KL form is >= 0 and reaches 0 when the student's non-target distribution matches the teacher's.
+    For monitoring (no gradient); same arguments and target handling as :func:`nkd_loss`. Per-row values
+    are clamped at 0 (float rounding could otherwise leave -1e-9).
+    """
+    lam = check_positive(temperature, "temperature")
+    g = check_finite(gamma, "gamma")
+    zs = check_logits(student_logits, "student_logits")
+    zt = check_logits(teacher_logits, "teacher_logits")
+    check_pair(zs, zt, "teacher_logits")
+    n, c = zs.shape
+    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    log_n_s = (zs / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(S^lambda)
+    log_q = (zt / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(T^lambda)
+    q = log_q.exp()  # exactly 0 at the target
+    kl = torch.where(q > 0, q * (log_q - log_n_s), 0.0).sum(dim=1).clamp_min(0.0)  # (N,)
+    return g * lam * lam * kl.mean()
 
 
 class _NKD(torch.autograd.Function):

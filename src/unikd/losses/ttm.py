@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def ttm_loss(student_logits: Tensor, teacher_logits: Tensor, *, power: float = 1.0) -> Tensor:
@@ -23,7 +23,8 @@ def ttm_loss(student_logits: Tensor, teacher_logits: Tensor, *, power: float = 1
             (VGG13 -> VGG8) uses l = 0.1 with loss weight 45 and CE weight 1.
     """
     log_q, log_s, _ = _transformed(student_logits, teacher_logits, power)
-    return F.kl_div(log_s, log_q, reduction="batchmean", log_target=True)
+    # a non-finite logit leaves a non-finite log-probability in its row: NaN (docs/losses.md)
+    return nan_if_nonfinite(F.kl_div(log_s, log_q, reduction="batchmean", log_target=True), log_s, log_q)
 
 
 def _transformed(

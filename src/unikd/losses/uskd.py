@@ -12,6 +12,7 @@ from ._common import (
     check_finite,
     check_logits,
     check_pair,
+    nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
     zipf_rank_weights,
@@ -70,7 +71,9 @@ def uskd_loss(
     check_pair(zs, zw, "weak_logits")
     n, c = zs.shape
     tg = parse_target(target, n, c, max_targets=2, device=zs.device)  # class indices give one column
-    return _USKD.apply(zs, zw, tg.index, tg.value, tg.soft, a, b, m, rank)
+    # label values in the logits' dtype: float64 labels with float32 logits must not mix dtypes
+    loss = _USKD.apply(zs, zw, tg.index, tg.value.to(zs.dtype), tg.soft, a, b, m, rank)
+    return nan_if_nonfinite(loss, zs, zw, tg.soft)  # NaN for non-finite logits (docs/losses.md)
 
 
 class _USKD(torch.autograd.Function):
@@ -174,6 +177,54 @@ def _rank_score(
     w_rest = torch.log1p(-w_mass.clamp(max=1.0))  # log(1 - W_T); -inf when W_T rounds to 1
     target_score = (log_w_t - w_rest).exp() + (zs.gather(1, idx) - lse_nt).exp()  # (N, k)
     return score.scatter_(1, idx, target_score)
+
+
+@torch.no_grad()
+def uskd_nontarget_kl(
+    student_logits: Tensor,
+    weak_logits: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 0.1,
+    rank: str = "paper",
+) -> Tensor:
+    """USKD's non-target term in KL form: ``beta * KL(Z || N(S))``, batch mean, Z the Zipf labels.
+
+    :func:`uskd_loss` uses ``-beta sum_{i not target} Z_i log N(S)_i`` = ``beta (H(Z) + KL(Z || N(S)))``.
+    H(Z), the entropy of the Zipf labels, depends only on the class count and on the target's rank (for
+    C = 100: 3.95 nats when the target ranks first, 3.67 when it ranks last), so it is a floor of the logged
+    term that no student can go below; the KL form is >= 0 and is 0 exactly when N(S) equals the Zipf
+    labels. Same arguments, ranking and target handling as :func:`uskd_loss` (``alpha`` and ``mu`` do not
+    enter this term); for monitoring (no gradient). Per-row values are clamped at 0.
+    """
+    if rank not in RANK_MODES:
+        raise ValueError(
+            f"unknown rank {rank!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
+        )
+    b = check_finite(beta, "beta")
+    zs = check_logits(student_logits, "student_logits")
+    zw = check_logits(weak_logits, "weak_logits")
+    check_pair(zs, zw, "weak_logits")
+    n, c = zs.shape
+    tg = parse_target(target, n, c, max_targets=2, device=zs.device)
+    idx, valid = tg.index, tg.value > 0
+    # The same quantities as _USKD.forward (see there), computed without the gradient bookkeeping.
+    ms = zs.scatter(1, idx, MASK_VALUE)  # (N, C) non-target logits
+    log_n_s = ms.log_softmax(dim=1)  # (N, C) log N(S)
+    n_s = log_n_s.exp()
+    lse_nt = ms.logsumexp(dim=1, keepdim=True)
+    zs_t = zs.gather(1, idx)
+    if c > idx.shape[1]:
+        lse_all = torch.logaddexp(lse_nt, zs_t.masked_fill(~valid, float("-inf")).logsumexp(1, keepdim=True))
+    else:
+        lse_all = zs.logsumexp(dim=1, keepdim=True)
+    log_s_t = zs_t - lse_all
+    w = zw.softmax(dim=1)
+    log_w_t = zw.gather(1, idx) - zw.logsumexp(dim=1, keepdim=True)
+    score = _rank_score(rank, zs, zw, n_s, w, log_w_t, log_s_t, lse_nt, lse_all, idx, valid)
+    zipf = normalise_nontarget(zipf_rank_weights(score), idx)  # (N, C), 0 at the targets
+    kl = torch.where(zipf > 0, zipf * (zipf.clamp_min(1e-45).log() - log_n_s), 0.0).sum(dim=1)
+    return b * kl.clamp_min(0.0).mean()
 
 
 class USKDLoss(nn.Module):

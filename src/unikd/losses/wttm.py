@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_positive
+from ._common import check_positive, nan_if_nonfinite
 from .ttm import _transformed
 
 
@@ -26,7 +26,7 @@ def wttm_loss(student_logits: Tensor, teacher_logits: Tensor, *, power: float = 
     with torch.no_grad():
         weight = (zt.log_softmax(dim=1) * float(power)).logsumexp(dim=1).exp()  # (N,) sum_c p_t^l
     per_sample = (log_q.exp() * (log_q - log_s)).sum(dim=1)  # (N,) KL of each sample
-    return (weight * per_sample).mean()
+    return nan_if_nonfinite((weight * per_sample).mean(), log_s, log_q)  # NaN for non-finite logits
 
 
 class WTTMLoss(nn.Module):
