@@ -4,7 +4,9 @@ A term is a loss module from ``unikd.losses``. The engine never switches on meth
 module's ``requires`` (the names of its forward() arguments after ``student_logits``) and supplies them from
 the step's inputs. :data:`REQUIRES` is that vocabulary and :meth:`Objective._input` its one builder; extend
 both together (and docs/architecture.md). The values come back by name (``{"loss", "ce", "kd", "fitnet"}``)
-so that logging, the progress bar and the non-finite check reuse them.
+so that logging, the progress bar and the non-finite check reuse them. A module may also declare
+``monitors`` (names) and a ``monitor(student_logits, **inputs)`` method returning those values: they are
+logged as ``<term>_<name>`` and never enter the loss (NKD and USKD log their non-target terms in KL form).
 """
 
 from __future__ import annotations
@@ -129,9 +131,19 @@ class Objective(nn.Module):
         self.terms = nn.ModuleDict({t.name: t.module for t in terms})
         self.ce_weight = float(ce_weight)
         self.smoothing = float(smoothing)
+        monitored = self._monitor_names()
+        clash = [n for n in monitored if n in names]
+        if clash:
+            raise ValueError(
+                f"term names {clash} clash with the logged monitor values of other terms; rename them"
+            )
+
+    def _monitor_names(self) -> list[str]:
+        return [f"{t.name}_{m}" for t in self.specs for m in getattr(t.module, "monitors", ())]
 
     def term_names(self) -> list[str]:
-        return ["loss", "ce", *(t.name for t in self.specs)]
+        """Logged names: the total, CE, each term, then each term's monitor values (``<term>_<name>``)."""
+        return ["loss", "ce", *(t.name for t in self.specs), *self._monitor_names()]
 
     @property
     def needs_teacher(self) -> bool:
@@ -172,31 +184,45 @@ class Objective(nn.Module):
             "pooled": {},
         }
         others = list(teacher_logits) if isinstance(teacher_logits, (list, tuple)) else None
+        monitors: dict[str, Tensor] = {}
         for term in self.specs:
+            module = self.terms[term.name]
             if others is not None and "teacher_logits" in term.requires:
-                value = self._over_others(term, logits, others, step)
+                value = self._over_others(term, logits, others, step, module)
+                if getattr(module, "monitors", ()):
+                    for key, v in self._over_others(term, logits, others, step, module.monitor).items():
+                        monitors[f"{term.name}_{key}"] = v
             else:
                 kwargs = {name: self._input(name, term, step) for name in term.requires}
-                value = self.terms[term.name](logits, **kwargs)
+                value = module(logits, **kwargs)
+                if getattr(module, "monitors", ()):
+                    for key, v in module.monitor(logits, **kwargs).items():
+                        monitors[f"{term.name}_{key}"] = v
             if not isinstance(value, Tensor) or value.dim() != 0:
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"term {term.name!r} must return a 0-dim loss tensor, got {shape}")
             out[term.name] = value
             out["loss"] = out["loss"] + (term.weight * term.ramp(epoch_progress)) * value
+        out.update(monitors)
         return out
 
-    def _over_others(self, term: Term, logits: Tensor, others: list[Tensor], step: dict[str, Any]) -> Tensor:
-        """The mean of a term over the other networks' logits (online training)."""
+    def _over_others(
+        self, term: Term, logits: Tensor, others: list[Tensor], step: dict[str, Any], fn: Any
+    ) -> Any:
+        """The mean of ``fn`` (a term module or its ``monitor``) over the other networks' logits (online
+        training); ``fn`` returns a tensor or a dict of tensors."""
         if not others:
             raise ValueError(f"term {term.name!r} needs teacher_logits, but this step has no other network")
-        total: Tensor | None = None
+        values = []
         for other in others:
             here = {**step, "teacher_logits": other}
-            kwargs = {name: self._input(name, term, here) for name in term.requires}
-            value = self.terms[term.name](logits, **kwargs)
-            total = value if total is None else total + value
-        assert total is not None
-        return total / len(others) if len(others) > 1 else total
+            values.append(fn(logits, **{name: self._input(name, term, here) for name in term.requires}))
+        if isinstance(values[0], dict):
+            return {k: sum(v[k] for v in values) / len(values) for k in values[0]}
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total / len(values) if len(values) > 1 else total
 
     @staticmethod
     def _input(name: str, term: Term, step: dict[str, Any]) -> Any:

@@ -148,9 +148,14 @@ class _NKD(torch.autograd.Function):
 
 
 class NKDLoss(nn.Module):
-    """Module form of :func:`nkd_loss`, called as ``loss(student_logits, teacher_logits, target)``."""
+    """Module form of :func:`nkd_loss`, called as ``loss(student_logits, teacher_logits, target)``.
+
+    :meth:`monitor` gives the non-target term in KL form (:func:`nkd_nontarget_kl`), which the training
+    harness logs as ``train/<term>_kl`` beside the optimised value.
+    """
 
     requires = ("teacher_logits", "target")
+    monitors = ("kl",)
 
     def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5, standardize: bool = False) -> None:
         super().__init__()
@@ -167,6 +172,14 @@ class NKDLoss(nn.Module):
             gamma=self.gamma,
             standardize=self.standardize,
         )
+
+    @torch.no_grad()
+    def monitor(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """``{"kl": gamma lambda^2 KL(N(T^lambda) || N(S^lambda))}`` on the loss's logits (no gradient)."""
+        zs, zt = student_logits.float(), teacher_logits.float()
+        if self.standardize:
+            zs, zt = standardize_logits(zs), standardize_logits(zt)
+        return {"kl": nkd_nontarget_kl(zs, zt, target, temperature=self.temperature, gamma=self.gamma)}
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gamma={self.gamma}, standardize={self.standardize}"

@@ -234,9 +234,12 @@ class USKDLoss(nn.Module):
     ``(N, in_features)``: an intermediate feature pooled to a vector (e.g. with
     ``unikd.models.pool_feature``); the training harness pools the output of the ``uskd`` tap (the config
     key ``feature``). Put this module's parameters in the optimizer together with the student's.
+    :meth:`monitor` gives the non-target term in KL form (:func:`uskd_nontarget_kl`), which the training
+    harness logs as ``train/<term>_kl`` beside the optimised value.
     """
 
     requires = ("student_embedding", "target")
+    monitors = ("kl",)
     # the pooled feature comes from the USKD tap (an intermediate stage), not the pre-classifier feature
     embedding_tap = "uskd"
 
@@ -283,6 +286,12 @@ class USKDLoss(nn.Module):
         return uskd_loss(
             student_logits, weak, target, alpha=self.alpha, beta=self.beta, mu=self.mu, rank=self.rank
         )
+
+    @torch.no_grad()
+    def monitor(self, student_logits: Tensor, student_embedding: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """``{"kl": beta KL(Z || N(S))}`` with the weak head's current ranking (no gradient)."""
+        weak = self.head(student_embedding.to(self.head.weight.dtype))
+        return {"kl": uskd_nontarget_kl(student_logits, weak, target, beta=self.beta, rank=self.rank)}
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, mu={self.mu}, rank={self.rank!r}"
