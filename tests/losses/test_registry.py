@@ -9,14 +9,14 @@ import unikd.losses as L
 
 
 def test_list_and_create_every_loss():
-    assert L.list_losses() == ["dkd", "kd", "nkd", "tfkd", "uskd", "zipf_ls"]
+    assert L.list_losses() == ["dkd", "jsd", "kd", "nkd", "reverse_kl", "taid", "tfkd", "uskd", "zipf_ls"]
     assert set(L.LOSS_FUNCTIONS) == set(L.list_losses())
     for name in L.list_losses():
         kw = {"in_features": 4, "num_classes": 5} if name == "uskd" else {}
         m = L.create_loss(name, **kw)
         assert isinstance(m, torch.nn.Module)
         assert isinstance(m.requires_teacher, bool) and isinstance(m.requires_features, bool)
-        assert m.requires_teacher == (name in ("kd", "dkd", "nkd"))
+        assert m.requires_teacher == (name in ("kd", "dkd", "nkd", "reverse_kl", "jsd", "taid"))
         assert m.requires_features == (name == "uskd")
 
 

@@ -12,8 +12,11 @@ from torch import nn
 
 from ..registry import Registry
 from .dkd import DKDLoss, dkd_loss
+from .jsd import JSDLoss, jsd_loss
 from .kd import KDLoss, kd_loss
 from .nkd import NKDLoss, nkd_loss
+from .reverse_kl import ReverseKLLoss, reverse_kl_loss
+from .taid import TAIDLoss, TAIDSchedule, taid_loss
 from .tfkd import TfKDLoss, tfkd_loss
 from .uskd import USKDLoss, uskd_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
@@ -25,6 +28,9 @@ LOSSES.register("nkd", NKDLoss)
 LOSSES.register("uskd", USKDLoss)
 LOSSES.register("tfkd", TfKDLoss)
 LOSSES.register("zipf_ls", ZipfLSLoss)
+LOSSES.register("reverse_kl", ReverseKLLoss)
+LOSSES.register("jsd", JSDLoss)
+LOSSES.register("taid", TAIDLoss)
 
 # The functional form of each registered loss (its keyword-only arguments are the hyperparameters).
 LOSS_FUNCTIONS = {
@@ -34,6 +40,9 @@ LOSS_FUNCTIONS = {
     "uskd": uskd_loss,
     "tfkd": tfkd_loss,
     "zipf_ls": zipf_ls_loss,
+    "reverse_kl": reverse_kl_loss,
+    "jsd": jsd_loss,
+    "taid": taid_loss,
 }
 
 
@@ -64,16 +73,23 @@ __all__ = [
     "LOSSES",
     "LOSS_FUNCTIONS",
     "DKDLoss",
+    "JSDLoss",
     "KDLoss",
     "NKDLoss",
+    "ReverseKLLoss",
+    "TAIDLoss",
+    "TAIDSchedule",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
     "create_loss",
     "dkd_loss",
+    "jsd_loss",
     "kd_loss",
     "list_losses",
     "nkd_loss",
+    "reverse_kl_loss",
+    "taid_loss",
     "tfkd_loss",
     "uskd_loss",
     "zipf_ls_loss",

@@ -25,9 +25,19 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: floa
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
+    return kd_kernel(zs, zt, temperature=t, denom=zs.shape[0])
+
+
+def kd_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: float) -> Tensor:
+    """The KD sum over the rows of validated ``(N, C)`` float32/float64 logits, divided by ``denom``.
+
+    Shared by :func:`kd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`, which call it
+    on the kept tokens or on one chunk of them (``denom`` = all kept tokens). The teacher must be detached.
+    """
+    t = temperature
     log_s = (zs / t).log_softmax(dim=1)  # (N, C)
     log_t = (zt / t).log_softmax(dim=1)  # (N, C)
-    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    return F.kl_div(log_s, log_t, reduction="sum", log_target=True) * (t * t / denom)
 
 
 class KDLoss(nn.Module):
