@@ -1,25 +1,34 @@
 """unikd: knowledge distillation and self-distillation for classifiers.
 
 The public API: the losses (functions and modules), the model zoo, datasets and the in-memory loader, and
-the training entry points. ``unikd.engine`` holds the rest of the harness (checkpoints, schedules, ...).
+the training entry points. ``unikd.engine`` holds the rest of the harness (checkpoints, schedules, ...);
+``unikd.token`` the token-level losses for language models (its own namespace: ``unikd.token.kd_loss`` is
+the per-token form of ``unikd.kd_loss``).
 """
 
 __version__ = "0.1.0"
 
+from unikd import token
 from unikd.data import ArrayDataset, Batch, InMemoryLoader, create_dataset, create_loader, list_datasets
 from unikd.engine import evaluate, evaluate_checkpoint, load_config, train
 from unikd.losses import (
     DKDLoss,
+    JSDLoss,
     KDLoss,
     NKDLoss,
+    ReverseKLLoss,
+    TAIDLoss,
     TfKDLoss,
     USKDLoss,
     ZipfLSLoss,
     create_loss,
     dkd_loss,
+    jsd_loss,
     kd_loss,
     list_losses,
     nkd_loss,
+    reverse_kl_loss,
+    taid_loss,
     tfkd_loss,
     uskd_loss,
     zipf_ls_loss,
@@ -35,12 +44,18 @@ __all__ = [
     "uskd_loss",
     "tfkd_loss",
     "zipf_ls_loss",
+    "reverse_kl_loss",
+    "jsd_loss",
+    "taid_loss",
     "KDLoss",
     "DKDLoss",
     "NKDLoss",
     "USKDLoss",
     "TfKDLoss",
     "ZipfLSLoss",
+    "ReverseKLLoss",
+    "JSDLoss",
+    "TAIDLoss",
     "create_loss",
     "list_losses",
     # models
@@ -61,4 +76,6 @@ __all__ = [
     "train",
     "evaluate",
     "evaluate_checkpoint",
+    # token-level losses for language models (a namespace)
+    "token",
 ]
