@@ -22,7 +22,8 @@ def test_matches_reference(b, t):
 
 def taid_repo_reverse_kl(logits, teacher_logits, mask):
     """SakanaAI/TAID commit a0628922, src/distil_losses/rkl.py ``reverse_kl`` (from DistiLLM), followed step
-    by step: masked products of the student's probabilities with both log-probabilities, mean over the mask."""
+    by step: masked products of the student's probabilities with both log-probabilities, mean over the
+    mask."""
     student_probs = F.softmax(logits, dim=-1, dtype=torch.float32)
     student_logprobs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
     teacher_logprobs = F.log_softmax(teacher_logits, dim=-1, dtype=torch.float32)
