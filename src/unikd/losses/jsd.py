@@ -49,8 +49,10 @@ def jsd_kernel(zs: Tensor, zt: Tensor, *, beta: float, temperature: float, denom
 
     Shared by :func:`jsd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`.
     """
-    log_s = (zs / temperature).log_softmax(dim=1)  # (N, C)
-    log_t = (zt / temperature).log_softmax(dim=1)  # (N, C)
+    if temperature != 1.0:  # skip two (N, C) copies at T = 1
+        zs, zt = zs / temperature, zt / temperature
+    log_s = zs.log_softmax(dim=1)  # (N, C)
+    log_t = zt.log_softmax(dim=1)  # (N, C)
     if beta == 0.0:
         total = F.kl_div(log_s, log_t, reduction="sum", log_target=True)  # KL(T || S)
     elif beta == 1.0:

@@ -35,8 +35,10 @@ def kd_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: float) -> Te
     on the kept tokens or on one chunk of them (``denom`` = all kept tokens). The teacher must be detached.
     """
     t = temperature
-    log_s = (zs / t).log_softmax(dim=1)  # (N, C)
-    log_t = (zt / t).log_softmax(dim=1)  # (N, C)
+    if t != 1.0:  # skip two (N, C) copies at T = 1, the usual language-model setting
+        zs, zt = zs / t, zt / t
+    log_s = zs.log_softmax(dim=1)  # (N, C)
+    log_t = zt.log_softmax(dim=1)  # (N, C)
     return F.kl_div(log_s, log_t, reduction="sum", log_target=True) * (t * t / denom)
 
 

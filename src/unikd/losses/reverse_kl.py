@@ -38,8 +38,10 @@ def reverse_kl_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: floa
     Shared by :func:`reverse_kl_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`.
     """
     t = temperature
-    log_s = (zs / t).log_softmax(dim=1)  # (N, C)
-    log_t = (zt / t).log_softmax(dim=1)  # (N, C)
+    if t != 1.0:  # skip two (N, C) copies at T = 1
+        zs, zt = zs / t, zt / t
+    log_s = zs.log_softmax(dim=1)  # (N, C)
+    log_t = zt.log_softmax(dim=1)  # (N, C)
     # kl_div(input, target) = sum exp(target) (target - input): here target = the student.
     return F.kl_div(log_t, log_s, reduction="sum", log_target=True) * (t * t / denom)
 

@@ -63,8 +63,10 @@ def taid_kernel(zs: Tensor, zt: Tensor, *, t: float | Tensor, temperature: float
     if isinstance(t, Tensor):
         t = t.to(zs.dtype)
     with torch.no_grad():
-        target = (((1 - t) * zs + t * zt) / temperature).softmax(dim=1)  # (N, C) P_t, detached
-    log_s = (zs / temperature).log_softmax(dim=1)  # (N, C)
+        mixed = (1 - t) * zs + t * zt  # (N, C)
+        target = (mixed if temperature == 1.0 else mixed / temperature).softmax(dim=1)  # P_t, detached
+        del mixed
+    log_s = (zs if temperature == 1.0 else zs / temperature).log_softmax(dim=1)  # (N, C)
     return -torch.dot(target.view(-1), log_s.view(-1)) * (temperature * temperature / denom)
 
 

@@ -161,7 +161,8 @@ def kept_rows(
     keep = None if y is None else (y != ignore_index)
     if y is not None:
         check_label_range(y, keep, vocab, ignore_index)
-    index = None if keep is None else keep.nonzero().squeeze(1)  # (n,)
+    # (n,) kept rows; None keeps every row as a view (no copy of the logits when nothing is ignored)
+    index = None if keep is None or bool(keep.all()) else keep.nonzero().squeeze(1)
 
     def take(x: Tensor) -> Tensor:
         x = x.reshape(-1, x.shape[-1])
