@@ -7,6 +7,8 @@ import shutil
 import pytest
 import torch
 from _token_data import IGNORE
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import unikd.token as T
@@ -179,6 +181,42 @@ def test_float32_and_bfloat16(dtype, rtol):
         assert a.dtype == dtype
         scale = b.float().abs().max().item()
         assert (a.float() - b.float()).abs().max().item() <= 4 * rtol * scale
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(NAMES),
+    b=st.integers(1, 3),
+    t=st.integers(1, 5),
+    v=st.integers(2, 9),
+    chunk=st.integers(1, 8),
+    drop=st.floats(0.0, 1.0),
+    seed=st.integers(0, 10**6),
+)
+def test_random_shapes_chunks_and_masks(name, b, t, v, chunk, drop, seed):
+    hs, ws, bs, ho, wo, bo, labels = make(name, b=b, t=t, v=v, ds=3, dt=2, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.where(torch.rand(labels.shape, generator=g) < drop, IGNORE, labels)
+    kw = dict(student_bias=bs, teacher_bias=bo, **HP[name])
+    fused = T.fused_distill_loss(name, hs, ws, ho, wo, labels, chunk_size=chunk, **kw)
+    ref = T.fused_distill_loss_reference(name, hs, ws, ho, wo, labels, **kw)
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-10, abs=1e-12)
+    inputs = [hs, ws, bs] + ([ho] if name == "uskd" else [])
+    for got, want in zip(grads_of(fused, inputs), grads_of(ref, inputs)):
+        assert torch.allclose(got, want, rtol=1e-8, atol=1e-12)
+
+
+def test_under_cpu_autocast():
+    hs, ws, bs, ho, wo, bo, labels = make("kd", t=8, v=40, ds=16, dt=12, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = T.fused_distill_loss(
+            "kd", hs, ws, ho, wo, labels, student_bias=bs, teacher_bias=bo, chunk_size=5
+        )
+        ref = T.fused_distill_loss_reference("kd", hs, ws, ho, wo, labels, student_bias=bs, teacher_bias=bo)
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-2)
+    for a, b in zip(grads_of(fused, [hs, ws, bs]), grads_of(ref, [hs, ws, bs])):
+        assert a.dtype == torch.float32
+        assert (a - b).abs().max().item() <= 2e-2 * b.abs().max().item()
 
 
 class _LargestTensor(TorchDispatchMode):
