@@ -25,6 +25,7 @@ from torch import Tensor
 
 from unikd.losses._common import as_float32, check_finite
 
+from .grad_buffers import GradBuffers
 from .rows import check_ignore_index, check_label_range, check_labels, check_reduction, rows_loss
 from .sparse import SparseTeacher, check_sparse_teacher
 from .specs import TokenLossSpec, get_spec
@@ -91,8 +92,8 @@ def _chunked_pass(
         wo_v, bo_v = wo[:vocab], (None if bo is None else bo[:vocab])
 
     want = plan.needs
-    student_grads = _GradBuffers(hs, ws, bs, want[:3], vocab)
-    other_grads = _GradBuffers(ho, wo, bo, want[3:], vocab) if not plan.sparse else None
+    student_grads = GradBuffers(hs, ws, bs, want[:3], vocab)
+    other_grads = GradBuffers(ho, wo, bo, want[3:], vocab) if not plan.sparse else None
     grad_student = any(want[:3])
     grad_other = spec.trains_other and not plan.sparse and any(want[3:])
 
@@ -142,7 +143,7 @@ def _chunked_pass(
         loss_sum += total.detach()
         distill_sum += distill.detach()
         ce_sum += ce.detach()
-        del zs, zo, distill, ce, total
+        del zs, zo, zs_raw, zo_raw, distill, ce, total  # free this chunk before the next one is computed
         grads = list(grads)
         if grad_student:
             student_grads.add(rows, grads.pop(0), h, ws_v)
@@ -156,44 +157,6 @@ def _chunked_pass(
         ce_sum.to(out_dtype),
         [g for part in result for g in part],
     )
-
-
-class _GradBuffers:
-    """Gradient accumulators of one side (hidden, head weight, head bias) for the rows of each chunk.
-
-    The head's gradient sums over every chunk, so it accumulates in float32 (float64 for float64 inputs)
-    whatever the input dtype; hidden-state rows are written once, in their own dtype.
-    """
-
-    def __init__(
-        self, h: Tensor | None, w: Tensor | None, b: Tensor | None, want: tuple[bool, ...], vocab: int
-    ) -> None:
-        self.want_h, self.want_w, self.want_b = want
-        self.h, self.w, self.b = h, w, b
-        acc = torch.float64 if (w is not None and w.dtype == torch.float64) else torch.float32
-        self.gh = torch.zeros_like(h) if self.want_h else None
-        self.gw = torch.zeros(w.shape, dtype=acc, device=w.device) if self.want_w else None
-        self.gb = torch.zeros(b.shape, dtype=acc, device=b.device) if self.want_b else None
-        self.vocab = vocab
-
-    def add(self, rows: Tensor, g: Tensor, h: Tensor, w_v: Tensor) -> None:
-        """``g`` ``(c, V)``: dL/dlogits of the chunk's rows; ``h`` ``(c, d)`` their hidden states."""
-        with torch.autocast(device_type=g.device.type, enabled=False):
-            if self.gh is not None:
-                self.gh.index_copy_(0, rows, (g.to(w_v.dtype) @ w_v).to(self.gh.dtype))  # (c, d)
-            if self.gw is not None:
-                gw = self.gw[: self.vocab]
-                if w_v.dtype == gw.dtype:
-                    gw.addmm_(g.to(gw.dtype).t(), h.to(gw.dtype))  # (V, d), in place
-                else:  # half-precision head: one matmul in its dtype, accumulated in float32
-                    gw.add_(g.to(w_v.dtype).t() @ h.to(w_v.dtype))
-            if self.gb is not None:
-                self.gb[: self.vocab].add_(g.sum(dim=0).to(self.gb.dtype))
-
-    def finish(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        gw = None if self.gw is None else self.gw.to(self.w.dtype)
-        gb = None if self.gb is None else self.gb.to(self.b.dtype)
-        return self.gh, gw, gb
 
 
 def _check_hidden(x: object, name: str, layout: tuple[int, ...] | None) -> Tensor:
