@@ -78,7 +78,8 @@ def epoch_seconds(run_dir: Path, steps: int, batch: int) -> list[float]:
 
 
 def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -> dict:
-    from unikd.cache import build_teacher_cache, read_manifest
+    from unikd.cache import read_manifest
+    from unikd.cache.build import build_teacher_cache
     from unikd.engine.config import load_config
     from unikd.engine.trainer import train
     from unikd.models import create_model
@@ -113,7 +114,8 @@ def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -
     for rep in range(args.repeats):
         for mode in MODES if rep % 2 == 0 else MODES[::-1]:  # alternate the order against drift
             out = work / "runs" / tag / f"{mode}-{rep}"
-            summary = train(load_config(None, variants[mode] + [f"out_dir={out}"]))
+            # overwrite=true: a rerun of this script replaces its own earlier timing runs
+            summary = train(load_config(None, variants[mode] + [f"out_dir={out}", "overwrite=true"]))
             n = manifest["num_samples"]
             times[mode] += epoch_seconds(out, n // args.batch_size, args.batch_size)
             top1[mode].append(summary["last_top1"])

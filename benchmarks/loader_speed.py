@@ -1,4 +1,4 @@
-"""Loader throughput on the CIFAR-10 JPEG archive (issue 3, item 7).
+"""Loader throughput on the CIFAR-10 JPEG archive.
 
 Measures, side by side in one run on this CPU:
   1. the one-time decode of the 60k JPEGs into the uint8 cache (fresh cache folder),

@@ -1,7 +1,8 @@
 """Forward+backward time and peak memory of the unikd losses, side by side with baselines.
 
 Compares, in one run and interleaved round-robin (so machine load hits every method alike):
-plain cross-entropy, a plain KD-KL one-liner, every ``unikd.losses`` function, and straightforward
+plain cross-entropy, a plain KD-KL one-liner, every ``unikd.losses`` function (the newer logit losses at
+their published CIFAR-100 settings), and straightforward
 re-implementations of the published NKD/USKD formulation (github.com/yzd-v/cls_KD: boolean-mask selection of
 the non-target columns, ``torch.sort`` + ``torch.argsort`` for the USKD ranks), written here from the
 formulas for comparison only.
@@ -12,6 +13,8 @@ Usage::
     python benchmarks/loss_speed.py --quick    # small sizes, few repeats (smoke test)
     python benchmarks/loss_speed.py --threads 1 --clock cpu   # process CPU time: robust to other load
     python benchmarks/loss_speed.py --device all              # CPU, then CUDA when present
+    python benchmarks/loss_speed.py --threads 1 --clock cpu --sizes 256x1000 1024x32000 \
+        --methods standardize,dist,ttm,abkd,CTKD                # the newer logit losses next to kd_loss
 
 Peak memory is the peak of tensor bytes allocated above the inputs during one forward+backward: on CPU from
 the PyTorch profiler's allocation events plus numpy's own peak measured in a separate run with tracemalloc
@@ -33,7 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from unikd.losses import dkd_loss, kd_loss, nkd_loss, tfkd_loss, uskd_loss, zipf_ls_loss
+from unikd.losses import (
+    CTKDLoss,
+    abkd_loss,
+    dist_loss,
+    dkd_loss,
+    kd_loss,
+    nkd_loss,
+    tfkd_loss,
+    ttm_loss,
+    uskd_loss,
+    wttm_loss,
+    zipf_ls_loss,
+)
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -77,6 +92,8 @@ def published_uskd(zs: torch.Tensor, zw: torch.Tensor, y: torch.Tensor, alpha=1.
     return alpha * loss_t + beta * loss_non + loss_weak
 
 
+_CTKD = CTKDLoss()  # its temperature parameter gets a gradient too, as in training
+
 # ---- the methods -----------------------------------------------------------------------------------------
 METHODS: dict[str, Callable[[Inputs], torch.Tensor]] = {
     "cross_entropy": lambda a: F.cross_entropy(a[0], a[2]),
@@ -93,6 +110,15 @@ METHODS: dict[str, Callable[[Inputs], torch.Tensor]] = {
     "published USKD": lambda a: published_uskd(a[0], a[1], a[2]),
     "tfkd_loss": lambda a: tfkd_loss(a[0], a[2]),
     "zipf_ls_loss": lambda a: zipf_ls_loss(a[0], a[2]),
+    # the newer logit losses, at their published CIFAR-100 settings
+    "kd_loss (standardize, T=2)": lambda a: kd_loss(a[0], a[1], temperature=2.0, standardize=True),
+    "dkd_loss (standardize, T=2)": lambda a: dkd_loss(a[0], a[1], a[2], temperature=2.0, standardize=True),
+    "nkd_loss (standardize, T=3)": lambda a: nkd_loss(a[0], a[1], a[2], temperature=3.0, standardize=True),
+    "dist_loss (tau=4)": lambda a: dist_loss(a[0], a[1], temperature=4.0),
+    "ttm_loss (l=0.1)": lambda a: ttm_loss(a[0], a[1], power=0.1),
+    "wttm_loss (l=0.1)": lambda a: wttm_loss(a[0], a[1], power=0.1),
+    "abkd_loss (0.8, 0.3, T=4)": lambda a: abkd_loss(a[0], a[1], alpha=0.8, beta=0.3),
+    "CTKDLoss (learned T)": lambda a: _CTKD(a[0], a[1], 3.5),
 }
 
 
@@ -179,6 +205,12 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=None, help="NxC pairs, e.g. 256x1000 (default: the three)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated substrings; only methods whose name contains one run (kd_loss always runs, "
+        "as the ratio's reference), e.g. --methods standardize,dist,ttm,abkd,CTKD",
+    )
+    ap.add_argument(
         "--clock",
         choices=["wall", "cpu"],
         default="wall",
@@ -187,6 +219,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.methods:
+        wanted = [w for w in args.methods.split(",") if w]
+        for name in list(METHODS):
+            if name != "kd_loss" and not any(w in name for w in wanted):
+                del METHODS[name]
     devices = [torch.device("cpu")]
     if args.device == "all" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -200,7 +237,8 @@ def main() -> None:
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"threads={torch.get_num_threads()}, command: python benchmarks/loss_speed.py"
         f"{' --quick' if args.quick else ''}{f' --threads {args.threads}' if args.threads else ''}"
-        f"{' --sizes ' + ' '.join(args.sizes) if args.sizes else ''} --clock {args.clock}"
+        f"{' --sizes ' + ' '.join(args.sizes) if args.sizes else ''}"
+        f"{f' --methods {args.methods}' if args.methods else ''} --clock {args.clock}"
     )
     for device in devices:
         for n, c in sizes:
@@ -213,6 +251,8 @@ def main() -> None:
             print("|---|---:|---:|---:|")
             for name, (ms, mib) in res.items():
                 print(f"| {name} | {ms:.3f} | {ms / kd_ms:.2f} | {mib:.1f} |")
+            if not {"nkd_loss", "published NKD", "uskd_loss (paper)", "published USKD"} <= set(res):
+                continue
             nkd, pnkd = res["nkd_loss"], res["published NKD"]
             uskd, puskd = res["uskd_loss (paper)"], res["published USKD"]
             print(

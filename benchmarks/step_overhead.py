@@ -1,8 +1,9 @@
-"""Training-step overhead of each method against plain CE on the same student, in one run, as ratios.
+"""Training-step overhead of each method against a reference method (plain CE by default) on the same
+student, in one run, as ratios.
 
 For every (teacher -> student) pair this builds the harness's own components (``unikd.engine.setup.build``:
 model, loss module, live teacher, optimiser, scheduler, autocast) for each method and times
-``Trainer._step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
+``Trainer.step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
 pre-drawn batches. Methods are interleaved step by step (round robin) so that drifts of the machine (other
 processes, clock changes) hit all of them alike:
 
@@ -10,7 +11,11 @@ processes, clock changes) hit all of them alike:
 - ``ratio vs CE+T``: for teacher methods, median over rounds of method step / (CE step + teacher forward),
   the teacher forward being timed alone (``LiveTeacher``) on the same batch in the same round.
 
-Targets (issue 5): USKD <= 1.05 x CE; KD, DKD, NKD <= 1.05 x (CE + teacher forward).
+Targets: USKD <= 1.05 x CE; KD, DKD, NKD <= 1.05 x (CE + teacher forward).
+
+A method written ``a+b`` is the objective with the terms ``a`` and ``b`` (``loss.terms``). With
+``--reference kd`` the ratios compare each method's step with the KD step on the same pair, e.g. the feature
+methods: ``--methods kd,fitnet,at,nkd+fitnet --reference kd``.
 
 The teachers are randomly initialised and saved to a temporary checkpoint (speed does not depend on the
 weights); the data are random 32x32 images with 100 classes (CIFAR-100 shaped). Data loading and
@@ -18,6 +23,7 @@ augmentation are not part of the timed step (they are the same for every method)
 
     python benchmarks/step_overhead.py                       # resnet56->resnet20, resnet32x4->resnet8x4
     python benchmarks/step_overhead.py --precision fp32 --steps 30 --pairs resnet56:resnet20
+    python benchmarks/step_overhead.py --pairs resnet32x4:resnet8x4 --methods kd,fitnet,at --reference kd
 """
 
 from __future__ import annotations
@@ -35,7 +41,21 @@ import numpy as np
 import torch
 
 METHODS = ["ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf"]
-TEACHER_METHODS = {"kd", "dkd", "nkd"}
+
+
+def _objective(method: str) -> dict[str, str]:
+    """The config overrides of a method, or of the terms ``a+b+...``."""
+    if "+" in method:
+        return {"loss.terms": "{" + ", ".join(f"{t}: {{}}" for t in method.split("+")) + "}"}
+    return {"method": method}
+
+
+def _needs_teacher(method: str) -> bool:
+    from unikd.bench.spec import overrides_require_teacher
+
+    if "+" in method:
+        return any(overrides_require_teacher({"method": t}) for t in method.split("+"))
+    return overrides_require_teacher({"method": method})
 
 
 def _cpu_name() -> str:
@@ -70,7 +90,7 @@ def _components(
     from unikd.engine.trainer import Trainer
 
     over = [
-        f"method={method}",
+        *(f"{k}={v}" for k, v in _objective(method).items()),
         f"model={student}",
         f"precision={args.precision}",
         f"device={args.device}",
@@ -81,7 +101,7 @@ def _components(
         "tensorboard=false",
         f"out_dir={work / method}",
     ]
-    if method in TEACHER_METHODS:
+    if _needs_teacher(method):
         over += [f"teacher.model={teacher}", f"teacher.checkpoint={ckpt}"]
     if args.channels_last:
         over.append("channels_last=true")
@@ -108,7 +128,7 @@ def measure_pair(
         device = ref.info.device
         # cpu: this process's CPU time, robust when other jobs share the cores (use with --threads 1)
         clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        teacher_src = next((t.c.teacher for m, t in trainers.items() if m in TEACHER_METHODS), None)
+        teacher_src = next((t.c.teacher for m, t in trainers.items() if _needs_teacher(m)), None)
         names = [*args.methods] + (["teacher forward"] if teacher_src is not None else [])
         times: dict[str, list[float]] = {m: [] for m in names}
         # Round robin, one step per method per round: a burst of load from another process hits every
@@ -122,15 +142,16 @@ def measure_pair(
                     teacher_src(b.images, 0, b.index)
                 else:
                     trainers[name].c.model.train()
-                    trainers[name]._step(b, 0, r, 1000)
+                    trainers[name].step(b, 0, r, 1000)
                 _sync(device)
                 if r >= args.warmup:  # the warm-up rounds fill allocator and autocast caches
                     times[name].append(clock() - t0)
         for t in trainers.values():
-            if t.c.tap is not None:
-                t.c.tap.remove()
+            t.c.remove_taps()
             t.c.run_dir.close()
-    ce, tf = times["ce"], times.get("teacher forward")
+    ce, t_fwd = times[args.methods[0]], times.get("teacher forward")
+    # "+ teacher forward" only makes sense against a teacher-free reference
+    tf = t_fwd if args.methods[0] == "ce" else None
 
     def ratio(m: str, with_teacher: bool) -> float:
         ref = [c + t for c, t in zip(ce, tf)] if with_teacher and tf else ce
@@ -141,13 +162,13 @@ def measure_pair(
             m,
             statistics.median(times[m]) * 1e3,
             ratio(m, False),
-            ratio(m, True) if m in TEACHER_METHODS and tf else float("nan"),
+            ratio(m, True) if _needs_teacher(m) and tf else float("nan"),
         )
         for m in args.methods
     ]
-    if tf:
+    if t_fwd:
         rows.append(
-            ("teacher forward", statistics.median(tf) * 1e3, ratio("teacher forward", False), float("nan"))
+            ("teacher forward", statistics.median(t_fwd) * 1e3, ratio("teacher forward", False), float("nan"))
         )
     return rows
 
@@ -159,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         default="resnet56:resnet20,resnet32x4:resnet8x4",
         help="comma-separated TEACHER:STUDENT pairs",
     )
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (ce is required)")
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated methods; a+b = the terms a and b"
+    )
+    p.add_argument("--reference", default="ce", help="the method the ratios divide by (default ce)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed steps per method (round robin)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up rounds")
@@ -176,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if "ce" not in args.methods:
-        p.error("--methods must include ce (the reference)")
-    args.methods.remove("ce")
-    args.methods.insert(0, "ce")
+    if args.reference in args.methods:
+        args.methods.remove(args.reference)
+    args.methods.insert(0, args.reference)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"# step_overhead: {' '.join(sys.argv)}")
@@ -192,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for pair in args.pairs.split(","):
         teacher, student = pair.split(":")
         print(f"\n## {teacher} -> {student}\n")
-        print("| method | median step (ms) | ratio vs CE | ratio vs CE + teacher fwd |")
+        ref = args.reference
+        print(f"| method | median step (ms) | ratio vs {ref} | ratio vs {ref} + teacher fwd |")
         print("|---|---|---|---|")
         for m, ms, r_ce, r_cet in measure_pair(student, teacher, args):
             cet = "–" if r_cet != r_cet else f"{r_cet:.3f}"

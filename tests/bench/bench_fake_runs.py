@@ -23,8 +23,13 @@ def write_run(
     seconds: float = 2.0,
     record: dict | None = None,
     torn_tail: bool = False,
+    test: dict | None = None,
 ) -> Path:
-    """A run folder whose per-epoch val top-1 is ``curve``; top-5 = top-1 + 20, ece = 0.01 * epoch."""
+    """A run folder whose per-epoch val top-1 is ``curve``; top-5 = top-1 + 20, ece = 0.01 * epoch.
+
+    ``test`` adds test-split numbers to the summary (keys without the ``test_`` prefix, e.g.
+    ``{"selected_top1": 50.0}``), as a run with ``final_test`` writes them.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = {
         "method": method,
@@ -74,6 +79,7 @@ def write_run(
             "seed": seed,
             "finished": True,
         }
+        summary.update({f"test_{k}": v for k, v in (test or {}).items()})
         (run_dir / "summary.json").write_text(json.dumps(summary))
     if record is not None:
         (run_dir / "bench_run.json").write_text(json.dumps(record))

@@ -93,7 +93,7 @@ def test_build_report_writes_csv_markdown_and_plots(tmp_path):
     assert "Unfinished runs" in md and "t/kd/seed3" in md
     assert "## Teachers" in md and "85.00" in md
     pytest.importorskip("matplotlib")
-    assert {p.name for p in files.plots} == {"accuracy.png", "curves.png"}
+    assert {p.name for p in files.plots} == {"accuracy.png", "curves.png", "paired.png"}
     for p in files.plots:
         assert p.read_bytes()[:4] == b"\x89PNG"
     assert "![accuracy](accuracy.png)" in md

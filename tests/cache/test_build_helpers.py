@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 from cache_fakes import identity
 
-from unikd.cache.build import _require_teacher, choose_storage, default_cache_dir
+from unikd.cache.build import choose_storage, default_cache_dir
+from unikd.cache.source import require_teacher as _require_teacher
 
 
 def _cfg(**teacher):

@@ -7,6 +7,7 @@ storage the weights drift in the last bits but the final top-1 stays within nois
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 pytest.importorskip("unikd.losses", reason="needs the losses package")
-from unikd.cache import CacheMismatchError, build_teacher_cache, read_manifest  # noqa: E402
+from unikd.cache import CacheMismatchError, read_manifest  # noqa: E402
+from unikd.cache.build import build_teacher_cache  # noqa: E402
 from unikd.engine.checkpoint import load_checkpoint  # noqa: E402
 from unikd.engine.config import load_config  # noqa: E402
 from unikd.engine.trainer import train  # noqa: E402
@@ -77,6 +79,24 @@ def test_fp32_cache_gives_bit_identical_student(setup):
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"cached run differs from the live run in {different[:5]}"
     assert cached["last_top1"] == live["last_top1"]
+
+
+def test_logit_only_terms_read_the_cache_and_feature_terms_the_live_teacher(setup, caplog):
+    tmp, kd, cache32, _ = setup
+    teacher = [o for o in kd if o.startswith("teacher.")]
+    terms = "loss.terms={kd: {temperature: 4.0}, dkd: {weight: 0.5}}"
+    live = train(_cfg(tmp, *teacher, terms, f"out_dir={tmp / 'terms_live'}"))
+    with caplog.at_level(logging.INFO, logger="unikd"):
+        cached = train(_cfg(tmp, *teacher, terms, f"teacher.cache={cache32}",
+                            f"out_dir={tmp / 'terms_cached'}"))
+    assert f"teacher source  cache {cache32} (every term needs only the teacher's logits)" in caplog.text
+    a, b = _weights(tmp / "terms_live"), _weights(tmp / "terms_cached")
+    assert all(torch.equal(a[k], b[k]) for k in a) and cached["last_top1"] == live["last_top1"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unikd"):
+        train(_cfg(tmp, *teacher, "loss.terms={kd: {}, at: {weight: 10}}", f"teacher.cache={cache32}",
+                   "epochs=1", f"out_dir={tmp / 'terms_at'}"))
+    assert "teacher source  live model (term(s) at read the teacher's features; the cache" in caplog.text
 
 
 def test_fp16_cache_top1_within_noise(setup):
@@ -175,3 +195,19 @@ def test_topk_cache_trains(setup):
     assert (m["mode"], m["k"], m["bytes_per_sample"]) == ("topk", 2, 2 * 2 + 2 * 1 + 2)
     summary = train(_cfg(tmp, *kd, "epochs=1", f"teacher.cache={topk}", f"out_dir={tmp / 'top2run'}"))
     assert summary["finished"] and math.isfinite(summary["last_top1"])
+
+
+def test_imagenet_protocol_views_stay_exact_through_the_cache(setup):
+    # RandomResizedCrop + RandAugment + random erasing + cutmix: every view a pure function of
+    # (seed, epoch, index), so the cached teacher saw exactly the live teacher's inputs.
+    tmp, kd, _, _ = setup
+    views = ("data.crop=rrc", "data.crop_size=10", "data.eval_resize=11",
+             "data.randaugment=rand-m9-mstd0.5-inc1", "data.random_erasing=0.5", "data.cutmix_alpha=1.0")
+    cache = build_teacher_cache(_cfg(tmp, *kd, *views), tmp / "cache_rrc", dtype="fp32", show_progress=False)
+    train(_cfg(tmp, *kd, *views, f"out_dir={tmp / 'live_rrc'}"))
+    train(_cfg(tmp, *kd, *views, f"teacher.cache={cache}", f"out_dir={tmp / 'cached_rrc'}"))
+    a, b = _weights(tmp / "live_rrc"), _weights(tmp / "cached_rrc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = (*views[:3], "data.randaugment=rand-m7-mstd0.5-inc1", *views[4:])
+    with pytest.raises(CacheMismatchError, match="randaugment"):
+        train(_cfg(tmp, *kd, *other, f"teacher.cache={cache}", f"out_dir={tmp / 'bad_rrc'}"))

@@ -98,3 +98,19 @@ def test_eval_errors(run, tmp_path, capsys):
     assert "not a unikd checkpoint" in capsys.readouterr().err
     assert main(["eval", str(run / "best.pt"), "--data", "digits"]) == 1  # 10 classes vs the model's 4
     assert "has 4 classes but dataset 'digits' has 10" in capsys.readouterr().err
+
+
+def test_eval_samples_per_class_zero_means_every_image(run, tmp_path, capsys):
+    sub = tmp_path / "sub"
+    overrides = ["data.samples_per_class=2", "data.batch_size=4", f"out_dir={sub}", "resume=no"]
+    code = main(["train", str(run / "config.yaml"), *overrides])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["eval", str(sub / "best.pt"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["count"] == 8  # the run's own subset: 2 per class of 4 classes
+    assert "eval" in captured.err  # the progress line (plain, since stderr is not a terminal here)
+    assert main(["eval", str(sub / "best.pt"), "--json", "--samples-per-class", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 16  # the whole test split
+    assert main(["eval", str(sub / "best.pt"), "--samples-per-class", "-1"]) == 1
+    assert "samples_per_class must be >= 0" in capsys.readouterr().err

@@ -92,3 +92,14 @@ def test_help_and_bad_options(capsys):
         main(["demo", "--epochs", "0"])
     assert exc.value.code == 2
     assert "--epochs: must be >= 1" in capsys.readouterr().err
+
+
+def test_plot_accuracy_axes_start_at_zero(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    seen = []
+    monkeypatch.setattr(plt, "close", lambda fig: seen.append(fig))
+    high = [dict(r, top1=97.0 + i) for i, r in enumerate(ROWS)]  # finals near 100: no zoom to ~87%
+    hist = {"teacher": [{"epoch": 1, "val/top1": 97.0}], "kd": [{"epoch": 1, "val/top1": 98.0}]}
+    write_plot(hist, high, tmp_path / "p.png")
+    curve, top1, _ = seen[0].axes
+    assert curve.get_ylim()[0] == 0.0 and top1.get_ylim()[0] == 0.0

@@ -1,7 +1,10 @@
 """Entry point of the DDP test: registers a BatchNorm-free model, then runs ``unikd train``.
 
-BatchNorm normalises with per-rank batch statistics under DDP (SyncBatchNorm needs CUDA), so only a model
-without it can match a single-process run with the same global batch. Launched as
+BatchNorm normalises with per-rank batch statistics under DDP, so only a model without it can match a
+single-process run with the same global batch on CPU: ``sync_bn=true`` (torch's SyncBatchNorm) would fix
+that, but torch implements SyncBatchNorm's forward for CUDA devices only (it raises "SyncBatchNorm expected
+input tensor to be on GPU" for CPU tensors under gloo). The BatchNorm + sync_bn comparison runs on GPUs
+(tests/cuda). Launched as
 ``python -m torch.distributed.run --nproc_per_node 2 ddp_worker.py OVERRIDES...`` or plainly with python.
 """
 

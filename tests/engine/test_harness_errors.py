@@ -11,7 +11,7 @@ from harness_support import base_overrides, make_npz
 
 from unikd.engine import NonFiniteLossError, load_config, train
 from unikd.engine.checkpoint import load_checkpoint, save_safetensors
-from unikd.engine.step import Objective
+from unikd.engine.objective import Objective
 from unikd.models import create_model
 
 
@@ -76,7 +76,7 @@ def test_resume_errors(npz_data, tmp_path):
 
 
 def test_non_finite_loss_names_step_and_term_and_keeps_last_good_checkpoint(npz_data, tmp_path, monkeypatch):
-    original = Objective.__call__
+    original = Objective.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -87,7 +87,7 @@ def test_non_finite_loss_names_step_and_term_and_keeps_last_good_checkpoint(npz_
             terms["loss"] = terms["loss"] + terms["kd"]
         return terms
 
-    monkeypatch.setattr(Objective, "__call__", poisoned)
+    monkeypatch.setattr(Objective, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(epoch 1\): term 'kd' = inf.*last.pt \(step 2\)"):
         _train(npz_data, tmp_path, checkpoint_every=1, **_teacher(_random_teacher(tmp_path)))
     ckpt = load_checkpoint(tmp_path / "last.pt")

@@ -7,12 +7,14 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import term_probe
 import torch
-from harness_support import base_overrides, run_train, subprocess_env, train_command
+from harness_support import TRAIN_SNIPPET, base_overrides, run_train, subprocess_env, train_command
 
 from unikd.engine import load_config, train
 from unikd.engine.checkpoint import load_checkpoint
@@ -60,10 +62,10 @@ def _reference(npz: Path, out: Path) -> float:
     return (time.perf_counter() - t0) * (1 - 3 / 48)
 
 
-def _assert_identical(a: Path, b: Path) -> None:
+def _assert_identical(a: Path, b: Path, steps: int = 48, keys=("model", "train_model", "objective")) -> None:
     ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
-    assert ca["global_step"] == cb["global_step"] == 48
-    for key in ("model", "train_model", "loss_module"):
+    assert ca["global_step"] == cb["global_step"] == steps
+    for key in keys:
         assert ca[key].keys() == cb[key].keys()
         for name in ca[key]:
             assert torch.equal(ca[key][name], cb[key][name]), f"{key}.{name} differs after resume"
@@ -77,6 +79,11 @@ def _assert_identical(a: Path, b: Path) -> None:
     drop = ("images_per_s", "epoch_seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == \
            [{k: v for k, v in r.items() if k not in drop} for r in mb]
+    # metrics.csv is rebuilt from the checkpoint's history too: the same rows as metrics.jsonl, none twice
+    for folder, rows in ((a, ma), (b, mb)):
+        lines = (folder / "metrics.csv").read_text().splitlines()
+        assert lines[0].split(",") == list(rows[0]) and len(lines) == 1 + len(rows)
+        assert [int(line.split(",")[0]) for line in lines[1:]] == [r["epoch"] for r in rows]
     assert json.loads((b / "summary.json").read_text())["finished"]
 
 
@@ -105,3 +112,37 @@ def test_sigterm_then_sigkill_at_a_random_moment_then_resume_is_bit_identical(np
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming at step {killed_at}" in done.stdout
     _assert_identical(tmp_path / "ref", out)
+
+
+def _terms_overrides(npz: Path, out: Path, teacher: Path) -> list[str]:
+    # A terms objective whose modules carry state: FitNet's regressor (weights, BN running statistics) and
+    # the probe's connector and index-addressed memory bank; 3 epochs of 8 steps, a checkpoint every 3.
+    return base_overrides(npz, out, epochs=3, checkpoint_every=3,
+                          **{"data.batch_size": 16, "teacher.model": "tiny_cnn",
+                             "teacher.checkpoint": str(teacher),
+                             "loss.terms": "{kd: {}, fitnet: {weight: 10}, probe: {momentum: 0.5}}"})
+
+
+def test_killed_terms_run_with_trainable_connectors_resumes_bit_identical(npz_data, teacher_ckpt, tmp_path):
+    term_probe.register()
+    try:
+        ref = train(load_config(None, _terms_overrides(npz_data, tmp_path / "ref", teacher_ckpt)))
+        assert ref["finished"]
+    finally:
+        term_probe.unregister()
+    out = tmp_path / "run"
+    snippet = "import term_probe; term_probe.register(); " + TRAIN_SNIPPET
+    cmd = [sys.executable, "-c", snippet, *_terms_overrides(npz_data, out, teacher_ckpt)]
+    proc, killed, err = _run_until(cmd, out, delay=0.0, sig=signal.SIGKILL)
+    assert killed and proc.returncode == -signal.SIGKILL, err[-2000:]
+    killed_at = load_checkpoint(out / "last.pt")["global_step"]
+    assert 0 < killed_at < 24
+    done = subprocess.run(cmd + ["resume=auto"], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming at step {killed_at}" in done.stdout
+    _assert_identical(tmp_path / "ref", out, steps=24, keys=("model", "objective"))
+    state = load_checkpoint(out / "last.pt")["objective"]
+    stateful = {"terms.fitnet.regressor.bn.running_var", "terms.probe.bank", "terms.probe.connector.weight"}
+    assert stateful <= set(state)
+    assert int(state["terms.probe.seen"].sum()) == 3 * 128

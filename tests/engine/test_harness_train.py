@@ -14,17 +14,18 @@ from harness_support import base_overrides
 from unikd.engine import load_config, train
 from unikd.engine.checkpoint import load_checkpoint, load_safetensors
 from unikd.engine.distributed import DistInfo
+from unikd.engine.objective import Objective, Term
 from unikd.engine.setup import build
-from unikd.engine.step import Objective
 
-METHODS = ["ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf"]
+METHODS = ["ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf", "fitnet", "at"]
+TEACHER_METHODS = ("kd", "dkd", "nkd", "fitnet", "at")
 SUMMARY_KEYS = {"best_top1", "best_epoch", "last_top1", "last_top5", "last_nll", "last_ece", "epochs",
                 "wall_seconds", "seconds_per_epoch", "method", "model", "teacher_model", "seed", "finished"}
 
 
 def _overrides(method: str, npz: Path, out: Path, teacher: Path, **extra: object) -> list[str]:
     opts: dict[str, object] = {"method": method, **extra}
-    if method in ("kd", "dkd", "nkd"):
+    if method in TEACHER_METHODS:
         opts.update({"teacher.model": "tiny_cnn", "teacher.checkpoint": str(teacher)})
     return base_overrides(npz, out, **opts)
 
@@ -36,12 +37,13 @@ def test_every_method_trains_and_writes_the_run_folder(method, npz_data, teacher
 
     assert set(summary) == SUMMARY_KEYS
     assert summary["finished"] and summary["epochs"] == 2 and summary["method"] == method
-    assert summary["teacher_model"] == ("tiny_cnn" if method in ("kd", "dkd", "nkd") else None)
+    assert summary["teacher_model"] == ("tiny_cnn" if method in TEACHER_METHODS else None)
     assert json.loads((out / "summary.json").read_text()) == pytest.approx(summary)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     terms = {"train/loss", "train/ce"} | ({f"train/{method}"} if method not in ("ce", "ls") else set())
-    expected = {"epoch", "lr", "val/top1", "val/top5", "val/nll", "val/ece", "images_per_s", "epoch_seconds"}
+    expected = {"epoch", "lr", "train/top1", "val/top1", "val/top5", "val/nll", "val/ece", "images_per_s",
+                "epoch_seconds"}
     assert set(lines[0]) == expected | terms
     for r in lines:
         assert all(v is not None and v == v for v in r.values())  # no NaN / missing values
@@ -50,7 +52,9 @@ def test_every_method_trains_and_writes_the_run_folder(method, npz_data, teacher
 
     ckpt = load_checkpoint(out / "last.pt")  # weights_only=True
     assert ckpt["model_name"] == "tiny_cnn" and ckpt["num_classes"] == 4 and ckpt["epoch"] == 2
-    assert ("loss_module" in ckpt) == (method not in ("ce", "ls"))
+    # the term modules' state (weak head, regressor) travels in "objective", keyed by term name
+    assert all(k.startswith(f"terms.{method}.") for k in ckpt["objective"])
+    assert bool(ckpt["objective"]) == (method in ("uskd", "fitnet"))
     best = load_checkpoint(out / "best.pt")
     assert best["epoch"] == summary["best_epoch"]
     exported = load_safetensors(out / "student.safetensors")
@@ -58,32 +62,32 @@ def test_every_method_trains_and_writes_the_run_folder(method, npz_data, teacher
     assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
     if method == "uskd":
         # the weak head is trained with the student and saved with it
-        head = [v for k, v in ckpt["loss_module"].items() if k.endswith("weight")]
+        head = [v for k, v in ckpt["objective"].items() if k.endswith("weight")]
         assert head and head[0].shape[0] == 4
 
 
-def test_objective_weights_terms_and_ramps_the_method_term():
+def test_objective_weights_terms_and_ramps_each_term():
     class Fake(torch.nn.Module):
-        requires_teacher, requires_features = True, False
+        requires = ("teacher_logits", "target")
 
-        def forward(self, s, t, y):
-            return (s - t).pow(2).mean()
+        def forward(self, student_logits, teacher_logits, target):
+            return (student_logits - teacher_logits).pow(2).mean()
 
     logits, teacher = torch.randn(6, 4), torch.randn(6, 4)
     target = torch.randint(0, 4, (6,))
-    cfg = load_config(None, ["method=ls", "loss.smoothing=0.3", "loss.ce_weight=0.5"])
-    terms = Objective(cfg, None)(logits, target)
+    terms = Objective([], ce_weight=0.5, smoothing=0.3)(logits, target)
     assert set(terms) == {"loss", "ce"}
     assert torch.allclose(terms["ce"], F.cross_entropy(logits, target, label_smoothing=0.3))
     assert torch.allclose(terms["loss"], 0.5 * terms["ce"])
 
-    cfg = load_config(None, ["method=kd", "loss.weight=2", "loss.warmup_epochs=4"])
-    obj = Objective(cfg, Fake())
+    obj = Objective([Term("kd", Fake(), weight=2.0, warmup_epochs=4), Term("b", Fake(), weight=0.5)])
+    assert obj.term_names() == ["loss", "ce", "kd", "b"]
     for progress, factor in [(1.0, 0.25), (2.0, 0.5), (9.0, 1.0)]:
-        t = obj(logits, target, teacher_logits=teacher, progress_epochs=progress)
-        assert set(t) == {"loss", "ce", "kd"}
-        assert torch.allclose(t["ce"], F.cross_entropy(logits, target))  # no smoothing outside ls
-        assert torch.allclose(t["loss"], t["ce"] + 2 * factor * (logits - teacher).pow(2).mean())
+        t = obj(logits, target, teacher_logits=teacher, epoch_progress=progress)
+        assert set(t) == {"loss", "ce", "kd", "b"}
+        mse = (logits - teacher).pow(2).mean()
+        assert torch.allclose(t["ce"], F.cross_entropy(logits, target))
+        assert torch.allclose(t["loss"], t["ce"] + 2 * factor * mse + 0.5 * mse)
 
 
 def test_teacher_is_frozen_outside_optimizer_and_checked(npz_data, teacher_ckpt, tmp_path, caplog):
@@ -108,9 +112,9 @@ def test_uskd_weak_head_is_optimised_with_the_student(npz_data, tmp_path):
     cfg = load_config(None, base_overrides(npz_data, tmp_path, method="uskd", feature="stage2"))
     c = build(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
     optimised = {id(p) for g in c.optimizer.param_groups for p in g["params"]}
-    head = list(c.loss_module.parameters())
+    head = list(c.objective.terms["uskd"].parameters())
     assert head and {id(p) for p in head} <= optimised
-    assert c.tap.path == "stage2"
+    assert c.student_taps.specs == ["stage2"] and len(c.teacher_taps) == 0
     assert head[0].shape[1] == 32  # tiny_cnn's stage2 has 2 * 16 channels: in_features measured, not guessed
 
 

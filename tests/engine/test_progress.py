@@ -71,3 +71,42 @@ def test_write_and_early_break(monkeypatch):
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="every"):
         progress(range(3), every=0)
+
+
+def test_plain_lines_every_interval_seconds(monkeypatch):
+    # A slow loop prints a line whenever `interval` seconds passed, even before `every` items.
+    import unikd._progress as prog
+
+    monkeypatch.delenv("CI", raising=False)
+    clock = [0.0]
+    monkeypatch.setattr(prog, "_now", lambda: clock[0])
+    out = io.StringIO()
+    bar = progress(range(6), desc="slow", every=1000, interval=10.0, file=out)
+    for i in bar:
+        clock[0] += 4.0 if i < 5 else 0.0  # lines after 12 s (item 3) and 24 s (item 6 = the end)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["3/6", "6/6"]
+
+
+def test_manual_update_without_iterable(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    out = io.StringIO()
+    bar = progress(desc="reading", every=2, file=out)
+    for _ in range(5):
+        bar.update()
+    bar.close()
+    assert [line.split()[1] for line in out.getvalue().splitlines()] == ["2", "4", "5"]  # no total known
+    with pytest.raises(TypeError, match="update"):
+        list(progress(desc="x"))
+
+
+def test_interval_from_environment(monkeypatch):
+    from unikd._progress import default_interval
+
+    monkeypatch.setenv("UNIKD_PROGRESS_SECONDS", "2.5")
+    assert default_interval() == 2.5
+    monkeypatch.setenv("UNIKD_PROGRESS_SECONDS", "soon")
+    with pytest.raises(ValueError, match="UNIKD_PROGRESS_SECONDS"):
+        default_interval()
+    monkeypatch.delenv("UNIKD_PROGRESS_SECONDS")
+    assert default_interval() == 10.0

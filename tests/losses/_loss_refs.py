@@ -243,3 +243,42 @@ def assume_close_rows_ok(x: torch.Tensor) -> None:
     for r in rows(x):
         v = sorted(f32(a) for a in r)
         assume(all(b == a or b - a > 1e-4 for a, b in zip(v, v[1:])))
+
+
+def nkd_nontarget_parts_ref(zs, zt, target, temperature=1.0, gamma=1.5):
+    """Batch means of NKD's target term, gamma lambda^2 H(N(T^lambda)) and gamma lambda^2 KL(N(T) || N(S))."""
+    c = zs.shape[1]
+    w = gamma * temperature**2
+    parts = [0.0, 0.0, 0.0]
+    for s, t, lab in zip(rows(zs), rows(zt), label_rows(target, c)):
+        y = argmax(lab)
+        lq = log_softmax([x / temperature for i, x in enumerate(t) if i != y])
+        ls = log_softmax([x / temperature for i, x in enumerate(s) if i != y])
+        parts[0] += -softmax(t)[y] * log_softmax(s)[y]
+        parts[1] += -w * sum(math.exp(a) * a for a in lq)
+        parts[2] += w * sum(math.exp(a) * (a - b) for a, b in zip(lq, ls))
+    return [p / zs.shape[0] for p in parts]
+
+
+def uskd_nontarget_kl_ref(zs, zw, target, beta=0.1, rank="paper"):
+    """beta * batch mean of KL(Z || N(S)) with the Zipf labels Z of uskd_ref."""
+    c = zs.shape[1]
+    soft = target.is_floating_point()
+    total = 0.0
+    for s, w, lab in zip(rows(zs), rows(zw), label_rows(target, c)):
+        tset = {i for i, _ in uskd_targets(lab, soft)}
+        ps, pw, ls = softmax(s), softmax(w), log_softmax(s)
+        wt, st_ = sum(pw[i] for i in tset), sum(ps[i] for i in tset)
+        if rank == "paper":
+            score = [pw[i] / (1 - wt) + ps[i] / (1 - st_) for i in range(c)]
+        else:
+            lst = sum(ls[i] for i in tset)
+            score = [pw[i] / (1 - wt + 1e-6) + ls[i] / (1 - lst + 1e-6) for i in range(c)]
+        order = sorted(range(c), key=lambda i: (-f32(score[i]), i))
+        zipf = {cls: 1.0 / (pos + 1) for pos, cls in enumerate(order)}
+        non = [i for i in range(c) if i not in tset]
+        if non:
+            norm = sum(zipf[i] for i in non)
+            lns = log_softmax([s[i] for i in non])
+            total += sum(zipf[i] / norm * (math.log(zipf[i] / norm) - lv) for i, lv in zip(non, lns))
+    return beta * total / zs.shape[0]

@@ -34,7 +34,7 @@ def test_gradcheck_and_teacher_detached(temperature):
 def test_module_equals_functional():
     zs, zt, y = torch.randn(4, 7), torch.randn(4, 7), torch.randint(0, 7, (4,))
     m = NKDLoss(temperature=3.0, gamma=3.5)
-    assert m.requires_teacher and not m.requires_features
+    assert m.requires == ("teacher_logits", "target")
     assert torch.equal(m(zs, zt, y), nkd_loss(zs, zt, y, temperature=3.0, gamma=3.5))
 
 

@@ -124,7 +124,7 @@ def test_module_updates_in_training_only_and_saves_its_schedule():
     g = torch.Generator().manual_seed(2)
     zs, zt = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
     m = TAIDLoss(alpha=0.1, t_start=0.2)
-    assert m.requires_teacher
+    assert "teacher_logits" in m.requires
     first = m(zs, zt, progress=0.0)
     assert first.item() == pytest.approx(taid_loss(zs, zt, t=0.2).item(), rel=1e-6)
     assert m.schedule.prev_loss.item() == pytest.approx(first.item())
@@ -138,6 +138,23 @@ def test_module_updates_in_training_only_and_saves_its_schedule():
     m(zs, zt)  # no progress: no update
     assert m.schedule.t.item() == t_after
     assert {"schedule.t", "schedule.prev_loss", "schedule.momentum"} <= set(m.state_dict())
+
+
+def test_harness_progress_is_epoch_progress_over_total_epochs():
+    g = torch.Generator().manual_seed(3)
+    zs, zt = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
+    by_epochs = TAIDLoss(alpha=0.1, t_start=0.2, total_epochs=4)
+    by_progress = TAIDLoss(alpha=0.1, t_start=0.2)
+    for step in range(1, 5):
+        by_epochs(zs, zt, epoch_progress=step * 0.5)  # 2 epochs of 4: progress 0.125 ... 0.5
+        by_progress(zs, zt, progress=step * 0.125)
+        assert by_epochs.schedule.t.item() == by_progress.schedule.t.item()
+    assert by_epochs.schedule.t.item() >= 0.6
+    unknown_length = TAIDLoss(alpha=0.1, t_start=0.2)
+    unknown_length(zs, zt, epoch_progress=2.0)  # no total_epochs: no update
+    assert unknown_length.schedule.t.item() == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="total_epochs"):
+        TAIDLoss(total_epochs=0)
 
 
 def test_gradcheck_and_limits():

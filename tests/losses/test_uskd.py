@@ -68,14 +68,14 @@ def test_target_term_gradient_treats_soft_target_as_constant():
 def test_module_owns_weak_head_and_equals_functional():
     torch.manual_seed(0)
     m = USKDLoss(8, 5, alpha=0.1, beta=0.1, mu=0.1, rank="legacy")
-    assert not m.requires_teacher and m.requires_features
+    assert m.requires == ("student_embedding", "target") and m.embedding_tap == "uskd"
     assert isinstance(m.head, torch.nn.Linear) and m.head.in_features == 8 and m.head.out_features == 5
     zs, feats, y = torch.randn(4, 5), torch.randn(4, 8, requires_grad=True), torch.randint(0, 5, (4,))
     loss = m(zs, feats, y)
     assert torch.equal(loss, uskd_loss(zs, m.head(feats), y, alpha=0.1, beta=0.1, mu=0.1, rank="legacy"))
     loss.backward()
     assert m.head.weight.grad is not None and feats.grad is not None
-    with pytest.raises(ValueError, match=r"features must have shape \(N, 8\).*pool_feature"):
+    with pytest.raises(ValueError, match=r"student_embedding .* must have shape \(N, 8\).*pool_feature"):
         m(zs, torch.randn(4, 8, 2, 2), y)
 
 

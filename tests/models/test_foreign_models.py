@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import urllib.error
 
 import pytest
 import torch
@@ -74,26 +75,52 @@ def _fake_package(monkeypatch, name: str, **attrs) -> list:
     return calls
 
 
-def test_torchvision_path_with_a_fake_package(monkeypatch):
-    # Exercises our glue (name check, random vs pretrained, head swap) without the real package.
+class _FakeWeights:
+    url = "https://download.example/models/resnet18-0123abcd.pth"
+    meta = {"categories": ["c"] * 1000}
+
+
+def _fake_torchvision(monkeypatch, offline: bool = False) -> list:
     def get_model(calls):
         def build(name, weights=None, num_classes=1000, **kw):
             calls.append((name, weights, num_classes, kw))
+            if weights is not None and offline:
+                raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
             return _FakeHeadNet(num_classes)
 
         return build
 
     calls = _fake_package(
-        monkeypatch, "torchvision.models", list_models=lambda: ["resnet18"], get_model=get_model
+        monkeypatch,
+        "torchvision.models",
+        list_models=lambda: ["resnet18"],
+        get_model=get_model,
+        get_model_weights=lambda name: types.SimpleNamespace(DEFAULT=_FakeWeights),
     )
     monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    return calls
+
+
+def test_torchvision_path_with_a_fake_package(monkeypatch):
+    # Exercises our glue (name check, random vs pretrained, head swap) without the real package.
+    calls = _fake_torchvision(monkeypatch)
     model = create_model("torchvision:resnet18", num_classes=10)
     assert calls[-1] == ("resnet18", None, 10, {}) and model.classifier[1].out_features == 10
     model = create_model("torchvision:resnet18", num_classes=10, pretrained=True)
-    assert calls[-1] == ("resnet18", "DEFAULT", 1000, {})
+    assert calls[-1] == ("resnet18", _FakeWeights, 1000, {})
     assert model.classifier[1].out_features == 10 and model.classifier[0].out_features == 6
     with pytest.raises(ValueError, match="Did you mean 'resnet18'"):
         create_model("torchvision:resnet19", num_classes=10)
+
+
+def test_torchvision_pretrained_offline_names_the_cache_folder(monkeypatch, tmp_path):
+    _fake_torchvision(monkeypatch, offline=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(FileNotFoundError) as err:
+        create_model("torchvision:resnet18", num_classes=10, pretrained=True)
+    msg = str(err.value)
+    assert "resnet18-0123abcd.pth" in msg and str(tmp_path / "th" / "hub" / "checkpoints") in msg
+    assert "Temporary failure in name resolution" in msg  # the cause is shown, not hidden
 
 
 def test_timm_path_with_a_fake_package(monkeypatch):

@@ -122,3 +122,18 @@ def test_unwritten_records_are_an_error(tmp_path):
     cache.array["residual"][2] = np.nan
     with pytest.raises(CacheMismatchError, match="unwritten records"):
         cache.read(torch.tensor([2]))
+
+
+def test_damaged_array_fails_its_checksum(tmp_path):
+    logits, labels = teacher_outputs()
+    with T.SparseTeacherWriter(
+        tmp_path, num_sequences=6, seq_len=5, vocab_size=300, k=8, identity=IDENTITY
+    ) as w:
+        w.write(torch.arange(6), logits, labels=labels)
+    T.SparseTeacherCache(tmp_path)  # verifies
+    array = next(p for p in tmp_path.iterdir() if p.suffix == ".npy")
+    data = bytearray(array.read_bytes())
+    data[-3] ^= 0xFF
+    array.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sparse-teacher cache array"):
+        T.SparseTeacherCache(tmp_path)

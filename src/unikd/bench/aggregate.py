@@ -1,4 +1,5 @@
-"""Mean ± std over seeds per (track, method), and the difference to the CE baseline of the same track."""
+"""Mean ± std over seeds per (track, method), the difference to the CE baseline of the same track, and paired
+per-seed differences (with 95% intervals) against the track's CE and KD runs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from unikd.bench.results import RunResult
+from unikd.bench.results import TEST_KEYS, RunResult
+from unikd.bench.stats import PairedDiff, paired_difference
 
 # Metrics averaged over seeds: RunResult attribute -> report column title.
 METRICS = {
@@ -17,6 +19,12 @@ METRICS = {
     "last_nll": "NLL",
     "seconds_per_epoch": "s/epoch",
 }
+# Further per-run numbers averaged over seeds (test split after validation-based selection; train top-1).
+EXTRA_METRICS = (*TEST_KEYS, "last_train_top1")
+# Metrics compared seed by seed against the reference methods, in report order.
+PAIRED_METRICS = ("test_selected_top1", "test_last_top1", "test_selected_nll", "test_selected_ece")
+# Reference methods of the paired comparisons (group labels), when the track has them.
+REFERENCES = ("ce", "kd")
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Group:
     delta: dict[str, float] | None = None
     # seeds on which the method beat the CE run of the same seed (best top-1), out of the seeds both have
     wins: tuple[int, int] | None = None
+    # reference label -> metric -> paired difference (this method minus the reference, seed by seed)
+    paired: dict[str, dict[str, PairedDiff]] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -80,7 +90,7 @@ def aggregate(results: list[RunResult], *, finished_only: bool = True) -> dict[s
     for track, groups in tracks.items():
         glist = list(groups.values())
         for g in glist:
-            g.stats = {k: mean_std([getattr(r, k) for r in g.runs]) for k in METRICS}
+            g.stats = {k: mean_std([getattr(r, k) for r in g.runs]) for k in (*METRICS, *EXTRA_METRICS)}
         base_label = baseline_label(glist)
         base = groups.get(base_label) if base_label else None
         if base is not None:
@@ -91,5 +101,35 @@ def aggregate(results: list[RunResult], *, finished_only: bool = True) -> dict[s
                 g.delta = {k: g.stats[k].mean - base.stats[k].mean for k in ("best_top1", "last_top1")}
                 pairs = [(r.best_top1, base_by_seed[r.seed]) for r in g.runs if r.seed in base_by_seed]
                 g.wins = (sum(a > b for a, b in pairs), len(pairs))
+        _pair(glist, groups)
         out[track] = glist
     return out
+
+
+def paired_metrics(groups: list[Group]) -> tuple[str, ...]:
+    """The metrics to compare: the test-split ones when every run of the track has them, else validation
+    top-1 (best and last epoch) for runs that validated on the test split."""
+    runs = [r for g in groups for r in g.runs]
+    if runs and all(math.isfinite(r.test_selected_top1) for r in runs):
+        return PAIRED_METRICS
+    return ("best_top1", "last_top1")
+
+
+def _pair(glist: list[Group], by_label: dict[str, Group]) -> None:
+    keys = paired_metrics(glist)
+    for ref_label in REFERENCES:
+        ref = by_label.get(ref_label)
+        if ref is None:
+            continue
+        for g in glist:
+            if g is ref:
+                continue
+            diffs = {}
+            for key in keys:
+                d = paired_difference(
+                    {r.seed: getattr(r, key) for r in g.runs}, {r.seed: getattr(r, key) for r in ref.runs}
+                )
+                if d is not None:
+                    diffs[key] = d
+            if diffs:
+                g.paired[ref_label] = diffs

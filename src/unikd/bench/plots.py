@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from unikd.bench.aggregate import Group
+from unikd.bench.aggregate import REFERENCES, Group, paired_metrics
 
 
 def matplotlib_missing() -> str | None:
@@ -116,6 +116,57 @@ def plot_curves(tracks: dict[str, list[Group]], path: str | os.PathLike[str]) ->
     for ax in list(axes.flat)[len(tracks) :]:
         ax.set_visible(False)
     fig.suptitle("validation top-1, mean over seeds (band: ± std)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_paired(tracks: dict[str, list[Group]], path: str | os.PathLike[str]) -> Path:
+    """Per track, two panels: every seed's paired difference (dots) with the mean and its 95% interval
+    against each reference method; and the training curves (validation top-1 solid, running train top-1
+    dashed, mean over seeds) that show whether the students fit their training set."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(tracks), 2, figsize=(12, 3.2 + 0.35 * max(len(g) for g in tracks.values())
+                                                      * len(tracks)), squeeze=False)
+    for (ax, ax_curve), (track, groups) in zip(axes, tracks.items()):
+        key = paired_metrics(groups)[0]
+        y, labels = 0, []
+        for ref, marker in zip(REFERENCES, ("o", "s")):
+            rows = [g for g in groups if ref in g.paired and key in g.paired[ref]]
+            for g in rows:
+                d = g.paired[ref][key]
+                ax.scatter(d.diffs, [y] * len(d.diffs), s=14, alpha=0.6, marker=marker)
+                if d.n >= 2:
+                    ax.errorbar([d.mean], [y], xerr=[[d.mean - d.ci_low], [d.ci_high - d.mean]], fmt="k|",
+                                capsize=4, markersize=12)
+                labels.append(f"{g.label} − {ref}")
+                y += 1
+        ax.axvline(0.0, color="grey", lw=1)
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        what = "test top-1 at the selected epoch" if key.startswith("test_") else "best val top-1"
+        ax.set_xlabel(f"paired difference in {what} (points); bar: mean, 95% CI")
+        ax.set_title(f"{track}: seeds (dots) and 95% intervals")
+        ax.grid(axis="x", alpha=0.3)
+        for g in groups:
+            for attr, style in (("curve", "-"), ("train_curve", "--")):
+                by_epoch: dict[int, list[float]] = {}
+                for r in g.runs:
+                    for epoch, v in getattr(r, attr):
+                        if math.isfinite(v):
+                            by_epoch.setdefault(epoch, []).append(v)
+                if by_epoch:
+                    epochs = sorted(by_epoch)
+                    ax_curve.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], style,
+                                  label=g.label if style == "-" else None, lw=1)
+        ax_curve.set_xlabel("epoch")
+        ax_curve.set_ylabel("top-1 (%)")
+        ax_curve.set_title(f"{track}: val top-1 (solid), train top-1 (dashed)")
+        ax_curve.grid(alpha=0.3)
+        ax_curve.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unikd.bench.aggregate import METRICS, Group, Stat, aggregate
-from unikd.bench.plots import matplotlib_missing, plot_accuracy, plot_curves
+from unikd.bench.plots import matplotlib_missing, plot_accuracy, plot_curves, plot_paired
+from unikd.bench.report_stats import paired_tables, test_table
 from unikd.bench.results import RunResult, collect, results_csv, write_text_atomic
 
 
@@ -125,7 +126,21 @@ def render_markdown(
         models = sorted({r.model for g in groups for r in g.runs})
         tmodels = sorted({r.teacher_model for g in groups for r in g.runs if r.teacher_model})
         desc = f"student {', '.join(models)}" + (f", teacher {', '.join(tmodels)}" if tmodels else "")
-        out += [f"## Track `{track}` ({desc})", ""] + _track_table(groups) + [""]
+        out += [f"## Track `{track}` ({desc})", ""]
+        tested = test_table(groups)
+        if tested:
+            out += [
+                "Test split (every image of it), at the epoch selected on the held-out validation split "
+                "and at the last epoch; mean ± std over seeds. 'train top-1' is the running accuracy on the "
+                "augmented training batches of the last epoch.",
+                "",
+                *tested,
+                "",
+                "Validation split (used to select the epoch):",
+                "",
+            ]
+        out += _track_table(groups) + [""]
+        out += paired_tables(groups)
         for g in groups:
             sources = sorted(
                 {
@@ -203,6 +218,8 @@ def build_report(
                 plot_accuracy(tracks, out_dir / "accuracy.png"),
                 plot_curves(tracks, out_dir / "curves.png"),
             ]
+            if any(g.paired for groups in tracks.values() for g in groups):
+                files.plots.append(plot_paired(tracks, out_dir / "paired.png"))
     elif plots:
         files.plot_note = "No finished runs yet, so no plots."
     else:

@@ -13,13 +13,14 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from unikd._atomic import atomic_write_text
 
 BENCH_RECORD = "bench_run.json"
 _RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
@@ -37,11 +38,22 @@ CSV_COLUMNS = [
     "last_top5",
     "last_nll",
     "last_ece",
+    "test_selected_top1",
+    "test_selected_top5",
+    "test_selected_nll",
+    "test_selected_ece",
+    "test_last_top1",
+    "test_last_top5",
+    "test_last_nll",
+    "test_last_ece",
+    "last_train_top1",
     "seconds_per_epoch",
     "epochs",
     "wall_seconds",
     "run_dir",
 ]
+# Test-split metrics of runs that select their epoch on a held-out validation split (``final_test``).
+TEST_KEYS = tuple(f"test_{when}_{m}" for when in ("selected", "last") for m in ("top1", "top5", "nll", "ece"))
 
 
 @dataclass
@@ -66,7 +78,17 @@ class RunResult:
     seconds_per_epoch: float = math.nan
     epochs: int = 0  # epochs completed
     wall_seconds: float = math.nan
+    test_selected_top1: float = math.nan  # the test split at the epoch selected on validation
+    test_selected_top5: float = math.nan
+    test_selected_nll: float = math.nan
+    test_selected_ece: float = math.nan
+    test_last_top1: float = math.nan  # the test split at the last epoch
+    test_last_top5: float = math.nan
+    test_last_nll: float = math.nan
+    test_last_ece: float = math.nan
+    last_train_top1: float = math.nan  # running top-1 on the augmented training batches, last epoch
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/top1)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, train/top1)
     copied_from: str | None = None  # the bench copied this run's results from an identical run
 
     def csv_row(self) -> dict[str, Any]:
@@ -84,6 +106,8 @@ class RunResult:
             "last_top5": self.last_top5,
             "last_nll": self.last_nll,
             "last_ece": self.last_ece,
+            **{k: getattr(self, k) for k in TEST_KEYS},
+            "last_train_top1": self.last_train_top1,
             "seconds_per_epoch": self.seconds_per_epoch,
             "epochs": self.epochs,
             "wall_seconds": self.wall_seconds,
@@ -166,6 +190,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         copied_from=record.get("copied_from"),
     )
     res.curve = [(int(m["epoch"]), _num(m.get("val/top1"))) for m in metrics if "val/top1" in m]
+    res.train_curve = [(int(m["epoch"]), _num(m["train/top1"])) for m in metrics if "train/top1" in m]
+    if res.train_curve:
+        res.last_train_top1 = res.train_curve[-1][1]
     if summary:
         res.best_top1 = _num(summary.get("best_top1"))
         res.best_epoch = summary.get("best_epoch")
@@ -175,6 +202,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         res.last_ece = _num(summary.get("last_ece"))
         res.seconds_per_epoch = _num(summary.get("seconds_per_epoch"))
         res.wall_seconds = _num(summary.get("wall_seconds"))
+        for key in TEST_KEYS:
+            setattr(res, key, _num(summary.get(key)))
     evaluated = [m for m in metrics if "val/top1" in m]
     if evaluated and not res.finished:
         # An unfinished run (killed, or in progress): its numbers so far, from metrics.jsonl.
@@ -266,16 +295,4 @@ def results_csv(results: list[RunResult], relative_to: str | os.PathLike[str] | 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` via a temporary file in the same folder and ``os.replace`` (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)

@@ -11,6 +11,8 @@ may use ``${VAR}`` or ``${VAR:-default}`` to read an environment variable)::
     out_dir: runs/bench/cifar10    # required; runs go to OUT/runs/TRACK/LABEL/seedN, teachers to OUT/teachers
     seeds: [0, 1, 2]               # a list, or an int n meaning 0..n-1
     teacher_cache: false           # true: one teacher-output cache per teacher (needs ``unikd.cache``)
+    jobs: 1                        # runs trained at the same time (each its own subprocess)
+    threads: null                  # torch threads per run (OMP_NUM_THREADS); null: cores // jobs if jobs > 1
     tracks:
       - name: distill
         student: resnet8           # the model of every student run of this track
@@ -53,7 +55,7 @@ TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 RESERVED_KEYS = frozenset({"model", "seed", "out_dir", "resume", "teacher.model", "teacher.checkpoint"})
 # Keys that do not change what a run computes; left out of the teacher hash.
 _HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every"})
-_TOP_KEYS = {"name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks"}
+_TOP_KEYS = {"name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads"}
 _TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods"}
 _TEACHER_KEYS = {"model", "overrides", "seed", "checkpoint"}
 
@@ -84,6 +86,8 @@ class BenchSpec:
     base: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     teacher_cache: bool = False
+    jobs: int = 1
+    threads: int | None = None
     source: str | None = None  # the spec file's path, for the report
 
 
@@ -131,14 +135,34 @@ class RunPlan:
 
 
 def method_requires_teacher(method: str) -> bool:
-    """True when the method's loss class declares ``requires_teacher`` (the harness's own rule)."""
+    """True when the method's loss class reads anything of the teacher's (the harness's own rule)."""
     try:
-        from unikd.engine.config import METHOD_TO_LOSS
+        from unikd.engine.config_check import method_to_loss, methods
+        from unikd.engine.objective import needs_teacher
         from unikd.losses import LOSSES
     except ImportError:  # pragma: no cover - only while the package is incomplete
         return method in TEACHER_METHODS
-    loss_name = METHOD_TO_LOSS.get(method)
-    return loss_name is not None and bool(getattr(LOSSES.get(loss_name), "requires_teacher", False))
+    if method not in methods():
+        return False
+    loss_name = method_to_loss(method)
+    return loss_name is not None and needs_teacher(LOSSES.get(loss_name))
+
+
+def _term_methods(flat: Mapping[str, Any]) -> list[str]:
+    """The methods of a ``loss.terms`` objective in flattened overrides (empty for the single form)."""
+    terms = flat.get("loss.terms")
+    if isinstance(terms, list):
+        return [str(t.get("method")) for t in terms if isinstance(t, Mapping)]
+    names = {k.split(".")[2] for k in flat if k.startswith("loss.terms.") and k.count(".") >= 2}
+    return [str(flat.get(f"loss.terms.{n}.method", n)) for n in sorted(names)]
+
+
+def overrides_require_teacher(flat: Mapping[str, Any]) -> bool:
+    """Whether a run with these flattened overrides reads the teacher (single-method or terms form)."""
+    terms = _term_methods(flat)
+    if terms:
+        return any(method_requires_teacher(m) for m in terms)
+    return "method" in flat and method_requires_teacher(str(flat["method"]))
 
 
 def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -218,8 +242,16 @@ def parse_spec(
         base=base,
         overrides=overrides,
         teacher_cache=bool(data.get("teacher_cache", False)),
+        jobs=_positive_int(data.get("jobs", 1), "jobs", where),
+        threads=None if data.get("threads") is None else _positive_int(data["threads"], "threads", where),
         source=source,
     )
+
+
+def _positive_int(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
+    return value
 
 
 def _label_ok(name: Any) -> bool:
@@ -276,10 +308,11 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
             raise ValueError(f"{where}: method label {label!r} must use only letters, digits, '_.+-'")
         flat = flatten(m_over, f"{where}: methods.{label}")
         _no_reserved(flat, f"{where}: methods.{label}")
-        flat.setdefault("method", label)
-        if method_requires_teacher(flat["method"]) and teacher is None:
+        if not _term_methods(flat):  # the terms form derives `method` from the term names itself
+            flat.setdefault("method", label)
+        if overrides_require_teacher(flat) and teacher is None:
             raise ValueError(
-                f"{where}: method {label!r} ({flat['method']}) needs a teacher; add a 'teacher' "
+                f"{where}: method {label!r} ({flat.get('method', label)}) needs a teacher; add a 'teacher' "
                 "entry to the track or move the method to a track with one"
             )
         methods[str(label)] = flat
@@ -350,7 +383,7 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
         for seed in spec.seeds:
             for label, m_over in track.methods.items():
                 out = spec.out_dir / "runs" / track.name / label / f"seed{seed}"
-                needs = method_requires_teacher(m_over["method"])
+                needs = overrides_require_teacher(m_over)
                 over = {
                     **spec.overrides,
                     **track.overrides,
@@ -366,7 +399,7 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
                         role="student",
                         track=track.name,
                         label=label,
-                        method=m_over["method"],
+                        method=m_over.get("method", label),
                         seed=seed,
                         out_dir=out,
                         base=spec.base,

@@ -1,12 +1,13 @@
-"""Config-level entry points: :func:`build_teacher_cache` (``unikd cache-teacher``) and
-:func:`open_teacher_cache` (``teacher.cache`` in ``unikd train``).
+"""Build a teacher-output cache from a training config: :func:`build_teacher_cache` (``unikd cache-teacher``).
 
-Both derive the cache identity with :func:`run_identity` from the same things -- the config, the training
-loader and the device -- so a build and the runs that read it cannot disagree on what "the same stream"
-means. The build walks the training loader the harness itself would create (same dataset, seed, global
-batch size, augmentation and rank split) and runs the teacher exactly as the live teacher does (eval mode,
-no_grad, same device, autocast precision and memory format), so in fp32 every cached logit is bit-identical
-to the one the live teacher would have produced at that step.
+This is the part of :mod:`unikd.cache` that sits above the engine (it composes the trainer's own builders);
+reading a cache (:func:`unikd.cache.open_teacher_cache`) is a leaf below it. The build derives the cache
+identity with the same :func:`~unikd.cache.source.run_identity` as the runs that read it.
+
+The build walks the training loader the harness itself would create (same dataset, seed, global batch size,
+augmentation and rank split) and runs the teacher exactly as the live teacher does (eval mode, no_grad,
+same device, autocast precision and memory format), so in fp32 every cached logit is bit-identical to the
+one the live teacher would have produced at that step.
 """
 
 from __future__ import annotations
@@ -18,48 +19,16 @@ from typing import Any
 
 import torch
 
-from unikd.cache.manifest import identity_key, sha256_file
-from unikd.cache.reader import TeacherCache
+from unikd.cache.manifest import identity_key
+from unikd.cache.source import require_teacher, run_identity
 from unikd.cache.storage import FULL, TOPK
 from unikd.cache.writer import write_cache
+
+__all__ = ["build_teacher_cache", "choose_storage", "default_cache_dir", "write_cache"]
 
 # Full logits up to this many classes (ImageNet-1k included); top-k above it.
 MAX_FULL_CLASSES = 1024
 DEFAULT_TOPK = 20
-
-
-def _require_teacher(cfg: Any, what: str) -> None:
-    if not cfg.teacher.model or not cfg.teacher.checkpoint:
-        raise ValueError(
-            f"{what} needs teacher.model and teacher.checkpoint (got {cfg.teacher.model!r} "
-            f"and {cfg.teacher.checkpoint!r}): the cache is tied to the sha256 of the teacher checkpoint; "
-            "set both"
-        )
-    if cfg.data.loader != "memory":
-        raise ValueError(
-            f"{what} needs data.loader=memory (got {cfg.data.loader!r}): only the in-memory loader makes "
-            "each augmented view a pure function of (seed, epoch, index), which the cache relies on"
-        )
-
-
-def run_identity(cfg: Any, loader: Any, device: torch.device, *, world_size: int,
-                 teacher_sha256: str | None = None) -> dict[str, Any]:
-    """The manifest identity of the stream ``loader`` yields for a run configured by ``cfg``."""
-    dataset = loader.dataset
-    return {
-        "teacher_model": cfg.teacher.model,
-        "teacher_sha256": teacher_sha256 or sha256_file(cfg.teacher.checkpoint),
-        "dataset_hash": dataset.content_hash,
-        "num_samples": len(dataset),
-        "num_classes": int(cfg.num_classes or dataset.num_classes),
-        "augment_signature": loader.augment_signature(),
-        "seed": int(loader.seed),
-        "batch_size": int(loader.batch_size),
-        "world_size": int(world_size),
-        "device_type": torch.device(device).type,
-        "precision": cfg.precision,
-        "channels_last": bool(cfg.channels_last),
-    }
 
 
 def choose_storage(num_classes: int, *, dtype: str = "fp16", topk: int | None = None) -> dict[str, Any]:
@@ -147,7 +116,7 @@ def build_teacher_cache(
     from unikd import __version__
     from unikd.engine.distributed import resolve_device
 
-    _require_teacher(cfg, "unikd cache-teacher")
+    require_teacher(cfg, "unikd cache-teacher")
     epochs = int(cfg.epochs if epochs is None else epochs)
     if world_size < 1 or cfg.data.batch_size % world_size:
         raise ValueError(
@@ -165,20 +134,3 @@ def build_teacher_cache(
                                            "unikd_version": __version__, "torch_version": torch.__version__},
         **storage,
     )
-
-
-def open_teacher_cache(cfg: Any, train_loader: Any, device: torch.device | str) -> TeacherCache:
-    """The ``teacher.cache`` source for a run: validated against the run, callable as
-    ``(images, epoch, index) -> (B, C) float32 logits on device``.
-
-    Raises :class:`~unikd.cache.CacheMismatchError` naming the field, the cached and the run's value when
-    the cache was built for another teacher, dataset, augmentation (incl. mixup/cutmix), seed, batch size,
-    world size, device type, precision or memory format, or holds fewer epochs than ``cfg.epochs``.
-    """
-    _require_teacher(cfg, f"teacher.cache={cfg.teacher.cache!r}")
-    cache = TeacherCache(cfg.teacher.cache, device)
-    plan = getattr(train_loader, "plan", None)
-    world_size = int(getattr(plan, "world_size", 1))
-    identity = run_identity(cfg, train_loader, torch.device(device), world_size=world_size)
-    cache.check(identity, int(cfg.epochs))
-    return cache

@@ -13,6 +13,11 @@ Identity fields (any difference means the cached logits are not the ones a live 
   of a batched forward may depend on it in the last bits);
 - ``augment_signature``: ``train_loader.augment_signature()`` (crop, flip, mixup/cutmix, ...);
 - ``device_type``, ``precision``, ``channels_last``: how the teacher forward is computed.
+
+Integrity: both manifests carry a ``checksum`` of their own content, and every finished shard's sha256 is
+recorded in them (``shards``: ``[{"epoch", "file", "bytes", "sha256"}]``); the reader verifies the manifest
+when it opens a cache and each shard before its first use (:mod:`unikd.integrity`). Manifests written
+before checksums existed are read with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from unikd import integrity
+from unikd._atomic import atomic_write_text
+from unikd.integrity import sha256_file  # noqa: F401  (the teacher checkpoint's identity; re-exported)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -46,15 +55,6 @@ class CacheMismatchError(ValueError):
     """A teacher cache does not match the run (or build) that wants to use it."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (the teacher checkpoint's identity)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def identity_key(identity: dict[str, Any], storage: dict[str, Any]) -> str:
     """A short stable hash of identity + storage, used to name default cache folders."""
     blob = json.dumps({"identity": identity, "storage": storage}, sort_keys=True, default=str)
@@ -73,11 +73,16 @@ def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
             f"teacher cache manifest {path} is unreadable ({exc}); delete the folder and rebuild it with "
-            "'unikd cache-teacher'"
+            "'unikd cache-teacher' (or pass --overwrite)"
         ) from exc
+    if isinstance(data, dict) and not integrity.verify_json(
+        data, path, what="teacher cache manifest",
+        fix="Delete the folder and rebuild it with 'unikd cache-teacher' (or pass --overwrite).",
+    ):
+        integrity.warn_unverified(path, "teacher cache manifest")
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -85,6 +90,11 @@ def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any] | None:
             f"{FORMAT_VERSION}; rebuild it with 'unikd cache-teacher'"
         )
     return data
+
+
+def write_manifest(obj: dict[str, Any], path: Path) -> None:
+    """Write a manifest atomically, with its checksum."""
+    atomic_write_text(path, json.dumps(integrity.seal_json(obj), indent=2, sort_keys=True) + "\n")
 
 
 def _describe_difference(cached: Any, run: Any) -> tuple[Any, Any]:

@@ -1,4 +1,9 @@
-"""Read a teacher-output cache: per-batch lookups of cached logits by (epoch, dataset index)."""
+"""Read a teacher-output cache: per-batch lookups of cached logits by (epoch, dataset index).
+
+Integrity: opening a cache verifies its manifest's checksum and that every listed shard has the recorded
+size (a truncated shard fails at once); each shard's sha256 is verified when it is first opened, before
+any of its logits is used. A mismatch raises :class:`~unikd.integrity.IntegrityError` naming the file.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unikd import integrity
 from unikd.cache import storage
 from unikd.cache.manifest import (
     MANIFEST,
@@ -57,6 +63,31 @@ class TeacherCache:
         self.num_samples = int(manifest["num_samples"])
         self.epochs = int(manifest["epochs"])
         self._shards: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._entries = {int(s["epoch"]): s for s in manifest.get("shards") or [] if isinstance(s, dict)}
+        self._fix = (f"Rebuild it: delete {self.folder} (or pass --overwrite) and run 'unikd cache-teacher' "
+                     "with the run's config; finished runs keep their checkpoints.")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """A shard whose size differs from the manifest's record is damaged (typically truncated)."""
+        for epoch, entry in sorted(self._entries.items()):
+            path = self.folder / str(entry.get("file", storage.shard_name(epoch)))
+            size = path.stat().st_size if path.exists() else None
+            if size is not None and entry.get("bytes") is not None and size != int(entry["bytes"]):
+                raise integrity.IntegrityError(
+                    f"teacher cache shard {path} is damaged: {size} bytes, but the manifest recorded "
+                    f"{entry['bytes']} (truncated or overwritten). {self._fix}"
+                )
+
+    def verify(self, epochs: range | None = None) -> None:
+        """Verify the sha256 of every shard (of ``epochs``) now, instead of at each shard's first use."""
+        for epoch in epochs if epochs is not None else range(self.epochs):
+            self._verify_shard(epoch, self.folder / storage.shard_name(epoch))
+
+    def _verify_shard(self, epoch: int, path: Path) -> None:
+        sha = (self._entries.get(epoch) or {}).get("sha256")
+        if not integrity.verify_file(path, sha, what="teacher cache shard", fix=self._fix):
+            integrity.warn_unverified(path, "teacher cache shard")
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -87,7 +118,11 @@ class TeacherCache:
                 f"teacher cache shard {path} is missing although the manifest lists it; rebuild the cache "
                 "with 'unikd cache-teacher'"
             )
-        self._shards[epoch] = storage.open_shard(path)
+        self._verify_shard(epoch, path)
+        try:
+            self._shards[epoch] = storage.open_shard(path)
+        except (OSError, ValueError, EOFError) as exc:  # a shard without a recorded checksum can be torn
+            raise ValueError(f"teacher cache shard {path} is unreadable ({exc}). {self._fix}") from exc
         while len(self._shards) > OPEN_SHARDS:
             self._shards.popitem(last=False)
         return self._shards[epoch]

@@ -21,16 +21,14 @@ example the tail dropped by ``drop_last``) stay NaN, and lookups of such rows fa
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from unikd._atomic import atomic_write_text, fsync_dir
+from unikd._atomic import fsync_dir
 
 FULL = "full"
 TOPK = "topk"
@@ -179,8 +177,3 @@ def commit_shard(array: np.memmap, tmp_path: Path, final_path: Path) -> None:
 def open_shard(path: Path) -> np.ndarray:
     """Read-only memory map of a finished shard."""
     return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, and rename over ``path``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

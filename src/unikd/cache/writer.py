@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unikd._lock import FolderLock
 from unikd.cache import storage
 from unikd.cache.manifest import (
     FORMAT_VERSION,
@@ -29,51 +30,12 @@ from unikd.cache.manifest import (
     check_identity,
     normalise,
     read_manifest,
+    write_manifest,
 )
 from unikd.engine.progress import progress
+from unikd.integrity import sha256_file
 
 LOCK = ".lock"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-class _BuildLock:
-    """Exclusive build lock (a file holding the builder's pid); stale locks of dead processes are taken."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK
-
-    def __enter__(self) -> _BuildLock:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise RuntimeError(
-                        f"another process (pid {pid}) is building the teacher cache in {self.path.parent}; "
-                        f"wait for it, or delete {self.path} if no build is running"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its builder died
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            return self
-        raise RuntimeError(f"could not take the build lock {self.path}; delete it if no build is running")
-
-    def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _clear(folder: Path) -> None:
@@ -161,51 +123,81 @@ def write_cache(
         **(info or {}),
     })
     folder.mkdir(parents=True, exist_ok=True)
-    with _BuildLock(folder):
-        done = read_manifest(folder)
-        partial = read_manifest(folder, PARTIAL)
+    lock = FolderLock(folder, LOCK, "unikd cache-teacher", fix="Wait for that build to finish.")
+    with lock:
+        try:
+            done = read_manifest(folder)
+            partial = read_manifest(folder, PARTIAL)
+        except ValueError:  # unreadable or damaged manifest (IntegrityError included)
+            if not overwrite:
+                raise
+            _clear(folder)
+            done = partial = None
+        sums: dict[str, str | None] = {}  # shard file -> sha256 recorded when it was committed
         try:
             if done is not None:
                 _check_reusable(done, target, folder, "a complete cache of another run")
                 epochs = max(epochs, int(done["epochs"]))  # never shrink a cache
+                sums.update(_recorded_sums(done))
                 if all((folder / storage.shard_name(e)).exists() for e in range(epochs)):
                     return folder  # idempotent: nothing to do (a deleted shard is rebuilt below)
             if partial is not None:
                 _check_reusable(partial, target, folder, "a partly built cache of another run")
+                sums.update(_recorded_sums(partial))
         except CacheMismatchError:
             if not overwrite:
                 raise
             _clear(folder)
+            sums = {}
         for stale in folder.glob(".e*.npy.tmp*"):
-            stale.unlink()  # an epoch interrupted mid-way is recomputed from its start
-        storage.atomic_write_json({**target, "epochs": epochs, "complete": False}, folder / PARTIAL)
+            stale.unlink()  # an epoch interrupted mid-way is recomputed from its start (we hold the lock)
 
         todo = []
+        shards: dict[str, dict[str, Any]] = {}  # the manifest entries of the shards in place
         for epoch in range(epochs):
             path = folder / storage.shard_name(epoch)
-            if path.exists():
+            if path.exists() and path.name in sums:
                 _check_shard(path, row, shape, num_samples)
+                shards[path.name] = _entry(folder, epoch, path.name, sums[path.name])
             else:
+                # Never built, or committed by a build killed before it recorded the shard's checksum.
+                path.unlink(missing_ok=True)
                 todo.append(epoch)
+
+        def record(epoch: int, path: Path) -> None:
+            shards[path.name] = _entry(folder, epoch, path.name, sha256_file(path))
+            write_manifest({**target, "epochs": epochs, "complete": False,
+                            "shards": sorted(shards.values(), key=lambda s: s["epoch"])}, folder / PARTIAL)
+
+        write_manifest({**target, "epochs": epochs, "complete": False,
+                        "shards": sorted(shards.values(), key=lambda s: s["epoch"])}, folder / PARTIAL)
         start = time.perf_counter()
         steps = len(loaders[0])
         bar = progress(_stream(loaders, todo), total=len(todo) * steps, desc="cache-teacher",
                        enabled=show_progress)
-        _write_epochs(folder, bar, teacher_fn, mode, dtype, k, num_classes, num_samples)
-        names = [storage.shard_name(e) for e in range(epochs)]
-        shards = [{"epoch": e, "file": n, "bytes": (folder / n).stat().st_size} for e, n in enumerate(names)]
+        _write_epochs(folder, bar, teacher_fn, mode, dtype, k, num_classes, num_samples, record)
+        entries = [shards[storage.shard_name(e)] for e in range(epochs)]
         manifest = {
             **target,
             "epochs": epochs,
             "complete": True,
-            "shards": shards,
-            "total_bytes": sum(s["bytes"] for s in shards),
+            "shards": entries,
+            "total_bytes": sum(s["bytes"] for s in entries),
             "build_seconds_last_run": round(time.perf_counter() - start, 3),
             "epochs_built_last_run": len(todo),
         }
-        storage.atomic_write_json(manifest, folder / MANIFEST)
+        write_manifest(manifest, folder / MANIFEST)
         (folder / PARTIAL).unlink(missing_ok=True)
     return folder
+
+
+def _recorded_sums(manifest: dict[str, Any]) -> dict[str, str | None]:
+    """Shard file -> recorded sha256 (None for a complete cache written before checksums existed)."""
+    return {s["file"]: s.get("sha256") for s in manifest.get("shards") or [] if isinstance(s, dict)}
+
+
+def _entry(folder: Path, epoch: int, name: str, sha: str | None) -> dict[str, Any]:
+    return {"epoch": epoch, "file": name, "bytes": (folder / name).stat().st_size, "sha256": sha}
 
 
 def _stream(loaders: Sequence[Any], epochs: list[int]) -> Any:
@@ -219,8 +211,10 @@ def _stream(loaders: Sequence[Any], epochs: list[int]) -> Any:
 
 @torch.no_grad()
 def _write_epochs(folder: Path, steps: Any, teacher_fn: Callable[[torch.Tensor], torch.Tensor], mode: str,
-                  dtype: str, k: int | None, num_classes: int, num_samples: int) -> None:
-    """Fill one temporary shard per epoch from the step stream; commit each when its epoch ends."""
+                  dtype: str, k: int | None, num_classes: int, num_samples: int,
+                  on_commit: Callable[[int, Path], None]) -> None:
+    """Fill one temporary shard per epoch from the step stream; commit each when its epoch ends and report
+    it to ``on_commit(epoch, path)`` (which records its checksum)."""
     row, shape = storage.shard_dtype(mode, dtype, num_classes, k)
     current: int | None = None
     array: np.memmap | None = None
@@ -230,6 +224,8 @@ def _write_epochs(folder: Path, steps: Any, teacher_fn: Callable[[torch.Tensor],
             if epoch != current:
                 if array is not None:
                     storage.commit_shard(array, tmp, final)
+                    array = None
+                    on_commit(current, final)
                 current = epoch
                 final = folder / storage.shard_name(epoch)
                 tmp = folder / f".{final.name}.tmp-{os.getpid()}"
@@ -249,6 +245,7 @@ def _write_epochs(folder: Path, steps: Any, teacher_fn: Callable[[torch.Tensor],
         if array is not None:
             storage.commit_shard(array, tmp, final)
             array = None
+            on_commit(current, final)
     finally:
         if array is not None:  # interrupted mid-epoch: drop the partial shard, keep the finished ones
             del array

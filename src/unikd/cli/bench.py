@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
         help="run a multi-seed benchmark grid (tracks x methods x seeds) and write its report",
-        description="Run a grid of training runs one after another (each in its own subprocess), resumable, "
-        "then write results.csv, report.md and plots into the spec's out_dir.",
+        description="Run a grid of training runs (each in its own subprocess; one after another, or --jobs "
+        "at a time), resumable, then write results.csv, report.md and plots into the spec's out_dir.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: the spec's out_dir)")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and print the runs, run nothing")
     p.add_argument("--no-plots", action="store_true", help="write results.csv and report.md only")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained at once, each in its own process (default: the spec's jobs, 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the spec's threads; with jobs > 1, cores // jobs)")
     p.set_defaults(func=main)
 
 
@@ -48,6 +52,12 @@ def main(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, extra_overrides=extra)
         if args.out:
             spec.out_dir = Path(args.out)
+        for key in ("jobs", "threads"):
+            value = getattr(args, key)
+            if value is not None:
+                if value < 1:
+                    raise ValueError(f"--{key} must be >= 1, got {value}")
+                setattr(spec, key, value)
         return run_grid(spec, dry_run=args.dry_run, plots=not args.no_plots)
     except ValueError as e:
         print(f"unikd bench: error: {e}", file=sys.stderr)

@@ -39,11 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="number of DDP ranks of the training runs (each rank's teacher forward is replayed)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache of another run in the folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--record", default=None, metavar="JSON",
+                   help="also write {\"folder\": CACHE_FOLDER} to this file (for tools that build caches)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from unikd.cache import build_teacher_cache, read_manifest
+    from unikd.cache import read_manifest
+    from unikd.cache.build import build_teacher_cache
     from unikd.engine.config import load_config
 
     try:
@@ -55,6 +58,12 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"unikd cache-teacher: error: {e}")
         return 2
+    if args.record:
+        import json
+
+        from unikd._atomic import atomic_write_text
+
+        atomic_write_text(args.record, json.dumps({"folder": str(folder)}))
     m = read_manifest(folder) or {}
     storage = f"{m.get('mode')} {m.get('dtype')}" + (f" k={m['k']}" if m.get("k") else "")
     print(f"teacher cache: {folder}  ({m.get('epochs')} epochs x {m.get('num_samples')} samples, {storage}, "

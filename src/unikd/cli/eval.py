@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
         choices=("train", "val", "test"),
         help="split (default: val when the run held out data.val_split, else test)",
     )
-    p.add_argument("--samples-per-class", type=int, help="evaluate on a class-balanced subset")
+    p.add_argument(
+        "--samples-per-class",
+        type=int,
+        help="class-balanced subset of N images per class; 0 = every image (default: the run's own "
+        "data.samples_per_class)",
+    )
     p.add_argument(
         "--batch-size", type=int, help="evaluation batch size (default: the run's eval_batch_size)"
     )
@@ -49,8 +54,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from unikd.engine.evaluate import evaluate_checkpoint
 
+    logging.getLogger("unikd").setLevel(logging.INFO)  # progress bar on stderr (the result goes to stdout)
     try:
         result = evaluate_checkpoint(
             args.checkpoint,

@@ -13,7 +13,8 @@ examples:
   unikd train configs/cifar100/ce/resnet56.yaml out_dir=runs/t56
   unikd train configs/cifar100/nkd/resnet56_resnet20.yaml teacher.checkpoint=runs/t56/best.pt
   unikd train - method=uskd model=tiny_cnn data.name=digits epochs=5 sched.milestones=[3]
-  unikd train configs/x.yaml resume=auto          # continue from out_dir/last.pt
+  unikd train configs/x.yaml resume=auto          # continue from out_dir/last.pt (or last.prev.pt)
+  unikd train configs/x.yaml overwrite=true       # start over in an out_dir that holds a finished run
   torchrun --nproc_per_node 2 -m unikd train configs/x.yaml   # DDP, data.batch_size is the global batch
 
 overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resnet56) and YAML values
@@ -24,9 +25,12 @@ overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resne
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train with one of the methods ce, ls, kd, dkd, nkd, uskd, tfkd, zipf",
+        help="train with one of the methods ce, ls, kd, dkd, nkd, dist, ttm, wttm, abkd, uskd, tfkd, zipf",
         description="Train a model from a YAML recipe plus key=value overrides. Writes config.yaml, "
-        "metrics.jsonl, summary.json, last.pt, best.pt and student.safetensors into out_dir.",
+        "metrics.jsonl, summary.json, last.pt (plus the previous one, last.prev.pt), best.pt and "
+        "student.safetensors into out_dir (default: a fresh runs/METHOD-MODEL-TIMESTAMP). Every checkpoint "
+        "carries a checksum that is verified when it is read. One process per out_dir: a second one fails "
+        "at once; a folder holding another run needs resume=auto or overwrite=true.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,14 +64,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from unikd.engine.step import NonFiniteLossError
     from unikd.engine.trainer import TrainingInterrupted, train
+    from unikd.engine.write_errors import RunWriteError
 
     try:
         summary = train(cfg)
     except TrainingInterrupted as exc:
         print(f"unikd train: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    except (ValueError, FileNotFoundError, NonFiniteLossError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, NonFiniteLossError, ImportError, RunWriteError) as exc:
         print(f"unikd train: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. reading the data: one line naming the file, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"unikd train: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns; one prints
         print(json.dumps(summary))

@@ -1,5 +1,6 @@
-"""Whole-batch augmentation on the training device: random crop with zero padding, horizontal flip,
-mixup / cutmix with soft targets, then normalisation.
+"""Whole-batch augmentation on the training device: the view of each sample (random crop with zero
+padding, or RandomResizedCrop; horizontal flip; RandAugment; normalisation; random erasing), then mixup /
+cutmix of two such views with soft targets.
 
 The random parameters of sample ``i`` at epoch ``e`` come from :mod:`unikd.data.hashing`, so the view is
 a pure function of (seed, e, i). They are computed on the CPU in float64 (a few numbers per sample, so
@@ -8,6 +9,9 @@ they are identical on every device) and only the pixel work runs on the device.
 Mixup: Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
 CutMix: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers", ICCV 2019.
 When both are enabled each mixed sample picks one of them with probability 1/2 (as timm does).
+The ImageNet geometry lives in :mod:`unikd.data.resample`, RandAugment in :mod:`unikd.data.randaugment`,
+random erasing in :mod:`unikd.data.erasing`; the mixing partner is the partner's own full view, as in timm
+(per-sample transforms first, batch mixing last).
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from unikd.data import hashing
+from unikd.data.erasing import erase, erase_params
+from unikd.data.randaugment import RandAugmentSpec, fill_from_mean, rand_augment, sample_ops
+from unikd.data.resample import center_views, rrc_params, rrc_views
 
-AUGMENT_VERSION = 1  # bump when the mapping (seed, epoch, i) -> view changes (invalidates output caches)
+CROPS = ("pad", "rrc")
+AUGMENT_VERSION = 2  # bump when the mapping (seed, epoch, i) -> view changes (invalidates output caches)
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,32 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+    crop: str = "pad"  # pad: crop_padding zero padding + random crop; rrc: RandomResizedCrop to crop_size
+    crop_size: int | None = None  # rrc output size (also the eval centre crop)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    randaugment: str | None = None  # timm-style spec, e.g. "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.0  # probability (DeiT: 0.25)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        object.__setattr__(self, "crop_ratio", tuple(float(v) for v in self.crop_ratio))
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.crop == "rrc" and (self.crop_size is None or self.crop_size < 1):
+            raise ValueError("crop=rrc needs crop_size (the output size, e.g. 224); set data.crop_size")
+        if self.crop == "pad" and self.crop_size is not None:
+            raise ValueError("crop_size applies to crop=rrc only; set data.crop=rrc or data.crop_size=null")
+        for name, lo in (("crop_scale", 0.0), ("crop_ratio", 0.0)):
+            a, b = getattr(self, name)
+            if not (lo < a <= b):
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(a, b)}")
+        if self.crop_scale[1] > 1.0:
+            raise ValueError(f"crop_scale is an area fraction, at most 1; got {self.crop_scale}")
+        if self.randaugment is not None:
+            RandAugmentSpec.parse(self.randaugment)  # fails early with the syntax
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {self.random_erasing}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}; use 0 to disable cropping")
         for name in ("mixup_alpha", "cutmix_alpha"):
@@ -50,6 +82,12 @@ class AugmentConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def view_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of a training view of a (height x width) source."""
+        if self.crop == "rrc":
+            return self.crop_size, self.crop_size  # type: ignore[return-value]
+        return height, width
 
 
 def sample_params(
@@ -140,7 +178,9 @@ def crop_flip(
 class BatchAugmenter:
     """Turns dataset indices into augmented, normalised float32 batches on ``device``.
 
-    ``images`` is the uint8 (N, C, H, W) dataset (already on ``device`` for the in-memory loader).
+    ``images`` is the uint8 (N, C, H, W) dataset (already on ``device`` for the in-memory loader), or the
+    rows of one batch (the DataLoader path, with ``rows`` mapping dataset indices to them); with
+    ``precropped`` those rows already hold the RandomResizedCrop views (the DataLoader workers crop them).
     """
 
     def __init__(
@@ -159,9 +199,48 @@ class BatchAugmenter:
         # x_norm = (x / 255 - mean) / std = x * scale - shift, one fused multiply-subtract per pixel.
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = mean_t / std_t
+        self.ra = RandAugmentSpec.parse(cfg.randaugment) if cfg.randaugment else None
+        self.fill = fill_from_mean(tuple(mean))
 
     def normalize(self, x_u8: torch.Tensor) -> torch.Tensor:
         return x_u8.to(self.device, torch.float32).mul_(self.scale).sub_(self.shift)
+
+    def geometry(
+        self, images: torch.Tensor, index: torch.Tensor, seed: int, epoch: int, rows: Callable,
+        precropped: bool,
+    ) -> torch.Tensor:
+        """uint8 crops (and flips) of dataset rows ``index``: (B, C, H', W')."""
+        cfg = self.cfg
+        dev_index = rows(index).to(images.device)
+        if cfg.crop == "rrc":
+            if precropped:
+                return images[dev_index]
+            _, _, h, w = images.shape
+            box = rrc_params(seed, epoch, index, h, w, cfg.crop_scale, cfg.crop_ratio)
+            flip = flip_of(cfg, seed, epoch, index)
+            return rrc_views(images[dev_index], box, flip, cfg.crop_size)  # type: ignore[arg-type]
+        prm = sample_params(AugmentConfig(cfg.crop_padding, cfg.hflip), seed, epoch, index, 1, 1, 1)
+        return crop_flip(images, dev_index, prm["oy"], prm["ox"], prm["flip"], cfg.crop_padding)
+
+    def views(
+        self, images: torch.Tensor, index: torch.Tensor, seed: int, epoch: int, rows: Callable,
+        precropped: bool,
+    ) -> torch.Tensor:
+        """The normalised float32 view of each of ``index`` (no mixing)."""
+        x = self.geometry(images, index, seed, epoch, rows, precropped)
+        _, _, h, w = x.shape
+        if self.ra is not None:
+            x = rand_augment(x, sample_ops(self.ra, seed, epoch, index, w, h), self.fill)
+        x = self.normalize(x)
+        if self.cfg.random_erasing > 0:
+            erase(x, erase_params(self.cfg.random_erasing, seed, epoch, index, h, w), index, seed, epoch)
+        return x
+
+    def eval_batch(self, images: torch.Tensor, crop_size: int | None, resize: int | None) -> torch.Tensor:
+        """Eval images: Resize(shorter side) + CenterCrop when ``crop_size`` is set, then normalised."""
+        if crop_size is not None:
+            images = center_views(images, resize or round(crop_size / 0.875), crop_size)
+        return self.normalize(images)
 
     def train_batch(
         self,
@@ -172,6 +251,7 @@ class BatchAugmenter:
         epoch: int,
         num_samples: int | None = None,
         rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        precropped: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented batch for dataset indices ``index`` (CPU int64): (images float32, target).
 
@@ -179,19 +259,18 @@ class BatchAugmenter:
         DataLoader path) with ``rows`` mapping dataset indices to their rows and ``num_samples`` the
         dataset size (mixup partners are drawn over the whole dataset).
         """
-        _, _, h, w = images.shape
         n = images.shape[0] if num_samples is None else num_samples
         rows = rows if rows is not None else (lambda t: t)
         cfg = self.cfg
-        prm = sample_params(cfg, seed, epoch, index, n, h, w)
+        x = self.views(images, index, seed, epoch, rows, precropped)
         dev_index = rows(index).to(self.device)
-        x = crop_flip(images, dev_index, prm["oy"], prm["ox"], prm["flip"], cfg.crop_padding)
         if not cfg.mixing:
-            return self.normalize(x), labels[dev_index]
+            return x, labels[dev_index]
+        _, _, h, w = x.shape
+        prm = sample_params(cfg, seed, epoch, index, n, h, w)
         partner = prm["partner"]
-        pp = sample_params(AugmentConfig(cfg.crop_padding, cfg.hflip), seed, epoch, partner, n, h, w)
+        xp = self.views(images, partner, seed, epoch, rows, precropped)
         dev_partner = rows(partner).to(self.device)
-        xp = crop_flip(images, dev_partner, pp["oy"], pp["ox"], pp["flip"], cfg.crop_padding)
         lam = prm["lam"].to(self.device, torch.float32)
         box = prm["box"].to(self.device)
         ys = torch.arange(h, device=self.device)
@@ -203,12 +282,18 @@ class BatchAugmenter:
         # Weight of the sample's own pixel: lam everywhere (mixup) or 0 inside the box, 1 outside (cutmix);
         # one small (B, 1, H, W) map and a single lerp then cover both.
         weight = torch.where(cut, (~inside).to(torch.float32), lam.view(-1, 1, 1)).unsqueeze(1)
-        out = torch.lerp(xp.to(torch.float32), x.to(torch.float32), weight)
-        out = out.mul_(self.scale).sub_(self.shift)
+        out = torch.lerp(xp, x, weight)
         y = F.one_hot(labels[dev_index], self.num_classes).to(torch.float32)
         yp = F.one_hot(labels[dev_partner], self.num_classes).to(torch.float32)
         target = torch.lerp(yp, y, lam.view(-1, 1))
         return out, target
+
+
+def flip_of(cfg: AugmentConfig, seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
+    """The horizontal-flip decision of each of ``index`` (bool, CPU)."""
+    if not cfg.hflip:
+        return torch.zeros(index.shape[0], dtype=torch.bool)
+    return hashing.uniform(seed, epoch, hashing.FLIP, index.to(torch.int64).cpu()) < 0.5
 
 
 def signature(cfg: AugmentConfig, seed: int, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:

@@ -39,6 +39,11 @@ class CifarSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @property
+    def npz(self) -> str:
+        """File name of the lossless ``.npz`` form (x_train, y_train, x_test, y_test, classes)."""
+        return f"{self.name}.npz"
+
 
 # Official URLs and md5 sums from https://www.cs.toronto.edu/~kriz/cifar.html. Mean/std: CIFAR-10 the
 # exact train-set values, CIFAR-100 the values used by the CRD/DKD CIFAR-100 benchmark code.
@@ -134,11 +139,11 @@ def _download(spec: CifarSpec, dest: Path) -> None:
 
 
 def _locate(spec: CifarSpec, root: Path | None, download: bool) -> Path:
-    """The tarball or extracted folder for ``spec`` under or at ``root``."""
+    """The tarball, extracted folder or ``.npz`` for ``spec`` under or at ``root``."""
     base = Path(root).expanduser() if root is not None else default_data_root()
     if base.is_file():
         return base
-    for cand in (base / spec.folder, base / spec.archive, base):
+    for cand in (base / spec.folder, base / spec.archive, base / spec.npz, base):
         if cand.is_dir() and (cand / spec.meta).is_file():
             return cand
         if cand.is_file():
@@ -147,8 +152,8 @@ def _locate(spec: CifarSpec, root: Path | None, download: bool) -> Path:
         _download(spec, base / spec.archive)
         return base / spec.archive
     raise ValueError(
-        f"{spec.name}: found neither {base / spec.archive} nor the extracted folder "
-        f"{base / spec.folder}. Pass download=True (data.download=true) to fetch {spec.url}, or "
+        f"{spec.name}: found neither {base / spec.archive}, the extracted folder {base / spec.folder} "
+        f"nor {base / spec.npz}. Pass download=True (data.download=true) to fetch {spec.url}, or "
         f"download it yourself and put {spec.archive} in {base} (or pass root=<its path>)"
     )
 
@@ -204,6 +209,27 @@ def _batch_arrays(
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _npz_arrays(
+    spec: CifarSpec, path: Path, split: str, cache_dir: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names of one official split from a lossless ``.npz`` copy."""
+    from unikd.data.arrays import read_npz
+
+    x, y, _, classes = read_npz(path, split, with_train_images=False, cache_dir=cache_dir)
+    n_classes = 10 if spec.name == "cifar10" else 100
+    if x.shape[1:] != (3, 32, 32):
+        raise ValueError(
+            f"{spec.name}: {path} holds images of shape {x.shape[1:]} (C, H, W), expected (3, 32, 32); "
+            f"it is not {spec.name} (use data.name=npz for other arrays)"
+        )
+    if len(classes) != n_classes:
+        raise ValueError(
+            f"{spec.name}: {path} has {len(classes)} classes, expected {n_classes}; it is not {spec.name} "
+            "(use data.name=npz for other arrays)"
+        )
+    return x, y, classes
+
+
 def load_cifar(
     name: str,
     root: str | Path | None = None,
@@ -214,17 +240,27 @@ def load_cifar(
     samples_per_class: int | None = None,
     val_split: int = 0,
     seed: int = 0,
+    split_seed: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> ArrayDataset:
-    """CIFAR-10 or CIFAR-100 (``name``) as an ArrayDataset; ``cache_dir`` is unused (the batches are
-    already raw arrays) and accepted so every dataset takes the same options."""
+    """CIFAR-10 or CIFAR-100 (``name``) as an ArrayDataset.
+
+    ``root`` is the official python tarball, its extracted folder, a lossless ``.npz`` (x_train, y_train,
+    x_test, y_test uint8 arrays in the official splits, optional ``classes``) or a folder holding any of
+    them (``cifar-100-python.tar.gz``, ``cifar-100-python/``, ``cifar100.npz``). Normalisation uses the
+    benchmark's published mean/std whatever the source. ``cache_dir`` is unused (the data are already raw
+    arrays) and accepted so every dataset takes the same options.
+    """
     check_split(split)
     spec = SPECS[name]
     source = _locate(spec, Path(root) if root is not None else None, download)
-    blobs = _read_members(spec, source)
-    meta = _unpickle(blobs[spec.meta], spec.meta)
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(spec.names_key, [])]
-    x, y = _batch_arrays(spec, blobs, spec.test if split == "test" else spec.train)
+    if source.is_file() and source.suffix == ".npz":
+        x, y, classes = _npz_arrays(spec, source, split, cache_dir)
+    else:
+        blobs = _read_members(spec, source)
+        meta = _unpickle(blobs[spec.meta], spec.meta)
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(spec.names_key, [])]
+        x, y = _batch_arrays(spec, blobs, spec.test if split == "test" else spec.train)
     if not classes or int(y.max()) >= len(classes):
         raise ValueError(
             f"{spec.name}: {spec.meta} lists {len(classes)} class names but labels reach {int(y.max())}"
@@ -240,5 +276,6 @@ def load_cifar(
         val_split=val_split,
         samples_per_class=samples_per_class,
         seed=seed,
+        split_seed=split_seed,
         resize=parse_resize(resize),
     )

@@ -101,12 +101,16 @@ def select_indices(
     val_split: int = 0,
     samples_per_class: int | None = None,
     seed: int = 0,
+    split_seed: int | None = None,
 ) -> np.ndarray | None:
     """Indices (ascending) of the requested part of a train or test split, or None for "all of it".
 
     ``labels`` are the labels of the *source* split (the train split for ``split`` train/val). Within each
-    class the samples are ranked by a seeded hash; the first ``val_split`` go to val, the rest to train;
-    ``samples_per_class`` then keeps at most that many (the first in the same ranking) of the result.
+    class the samples are ranked by a hash seeded with ``split_seed`` (default: ``seed``); the first
+    ``val_split`` go to val, the rest to train; ``samples_per_class`` then keeps at most that many of the
+    result, ranked by a hash seeded with ``seed``. A fixed ``split_seed`` therefore holds out the same
+    validation images for every run while each ``seed`` still draws its own training subset; with
+    ``split_seed=None`` (or equal to ``seed``) both use one ranking.
     """
     if val_split < 0:
         raise ValueError(f"val_split must be >= 0 (a count per class), got {val_split}")
@@ -119,11 +123,15 @@ def select_indices(
         )
     if (split == "test" or val_split == 0) and samples_per_class is None:
         return None
-    rank = hashing.hash_u32(seed, 0, hashing.SUBSET, torch.arange(len(labels))).numpy()
+    positions = torch.arange(len(labels))
+    rank = hashing.hash_u32(seed, 0, hashing.SUBSET, positions).numpy()
+    split_rank = rank
+    if split_seed is not None and split_seed != seed:
+        split_rank = hashing.hash_u32(split_seed, 0, hashing.SUBSET, positions).numpy()
     keep: list[np.ndarray] = []
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
-        members = members[np.argsort(rank[members], kind="stable")]
+        members = members[np.argsort(split_rank[members], kind="stable")]
         if split != "test" and val_split:
             if val_split >= len(members):
                 raise ValueError(
@@ -132,6 +140,8 @@ def select_indices(
                 )
             members = members[:val_split] if split == "val" else members[val_split:]
         if samples_per_class is not None:
+            if split_rank is not rank:
+                members = members[np.argsort(rank[members], kind="stable")]
             members = members[:samples_per_class]
         keep.append(members)
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
@@ -205,12 +215,19 @@ def finish(
     val_split: int = 0,
     samples_per_class: int | None = None,
     seed: int = 0,
+    split_seed: int | None = None,
     resize: tuple[int, int] | None = None,
 ) -> ArrayDataset:
     """Apply val / subset selection and the resize to one source split and wrap it as an ArrayDataset."""
     labels_np = np.asarray(labels).astype(np.int64)
     idx = select_indices(
-        labels_np, len(classes), split, val_split=val_split, samples_per_class=samples_per_class, seed=seed
+        labels_np,
+        len(classes),
+        split,
+        val_split=val_split,
+        samples_per_class=samples_per_class,
+        seed=seed,
+        split_seed=split_seed,
     )
     img = torch.as_tensor(images)
     lab = torch.from_numpy(labels_np)

@@ -22,7 +22,7 @@ DATASETS.register("imagefolder", load_imagefolder)
 DATASETS.register("npz", load_npz)
 DATASETS.register("digits", load_digits)
 
-OPTIONS = ("download", "cache_dir", "resize", "samples_per_class", "val_split", "seed")
+OPTIONS = ("download", "cache_dir", "resize", "samples_per_class", "val_split", "seed", "split_seed")
 
 
 def list_datasets() -> list[str]:
@@ -35,7 +35,8 @@ def create_dataset(
     """Load split ``split`` ("train", "val" or "test") of dataset ``name`` into memory.
 
     Options (all keyword): ``samples_per_class`` (class-balanced subset), ``val_split`` (count per class
-    held out from train; ``split="val"`` returns it), ``seed`` (for both), ``resize`` (int or (H, W)),
+    held out from train; ``split="val"`` returns it), ``seed`` (for both), ``split_seed`` (seed of the
+    validation hold-out alone, so every run can share one validation set), ``resize`` (int or (H, W)),
     ``cache_dir`` (imagefolder decode cache; default ``$UNIKD_CACHE`` or ``~/.cache/unikd``) and
     ``download`` (cifar10/cifar100 only).
     """

@@ -26,6 +26,10 @@ _C2 = 0x846CA68B
 # Stream ids: one per random quantity, so that e.g. the crop offset and the flip of a sample are unrelated.
 ORDER, SUBSET, CROP_Y, CROP_X, FLIP, MIX_APPLY, MIX_KIND, PARTNER, BOX_Y, BOX_X = range(1, 11)
 GAMMA_BASE = 1000  # streams GAMMA_BASE + k for the k-th rejection round of the Gamma sampler
+RRC_AREA = 100  # RandomResizedCrop: streams 100-109 area fractions, 110-119 aspect ratios (one per attempt)
+RRC_TOP, RRC_LEFT = 120, 121
+RAND_AUGMENT = 200  # RandAugment: 200 + 8 * layer + {0 op, 1 apply, 2 magnitude noise (2 streams), 4 sign}
+ERASE = 300  # random erasing: 300 apply, 301-310 area, 311-320 aspect, 321 top, 322 left, 323-324 noise
 
 
 def _mix_int(x: int) -> int:
@@ -147,3 +151,37 @@ def beta_symmetric(seed: int, epoch: int, stream: int, index: torch.Tensor, alph
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = np.where(total > 0, g1 / np.maximum(total, 1e-300), 0.5)
     return torch.from_numpy(lam)
+
+
+_M16 = 0xFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 ``x`` in [0, 2**32) without int64 overflow (split into 16-bit halves)."""
+    lo, hi = x & _M16, x >> 16
+    return (lo * c + (((hi * (c & _M16)) & _M16) << 16)) & _M32
+
+
+def _mix_torch(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int64 tensors holding uint32 values (any device); equals :func:`_mix`."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, _C1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _C2)
+    return x ^ (x >> 16)
+
+
+def hash_u32_device(seed: int, epoch: int, stream: int, counter: torch.Tensor) -> torch.Tensor:
+    """int64 32-bit hashes of ``counter`` (int64, values < 2**32) computed on the counter's device, equal
+    to :func:`hash_u32`; for per-pixel random numbers (erasing noise) that would be slow on the host."""
+    key = stream_key(seed, epoch, stream)
+    x = ((counter & _M32) + key) & _M32
+    return _mix_torch(_mix_torch(x) ^ key)
+
+
+def normal_device(seed: int, epoch: int, stream: int, counter: torch.Tensor) -> torch.Tensor:
+    """float32 standard normals (Box-Muller) of ``counter`` on its device, from streams ``stream`` and
+    ``stream + 1``."""
+    u1 = (hash_u32_device(seed, epoch, stream, counter).to(torch.float64) + 1.0) * 2.0**-32
+    u2 = hash_u32_device(seed, epoch, stream + 1, counter).to(torch.float64) * 2.0**-32
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(torch.float32)

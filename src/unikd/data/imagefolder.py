@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from unikd._progress import progress, progress_enabled
 from unikd.data.cache import atomic_savez, default_cache_dir, file_sha256, folder_fingerprint
 from unikd.data.dataset import ArrayDataset, channel_stats, check_split, finish, parse_resize
 
@@ -124,12 +125,15 @@ def _iter_sources(source: Path) -> tuple[list[str], Callable[[], Iterator[tuple[
     # An archive is read in one sequential pass (stream mode, also for .tar.gz) and kept as bytes: a second
     # pass just to list the members would cost as much as the read itself.
     entries: list[tuple[str, bytes]] = []
+    bar = progress(desc=f"reading {source.name}", enabled=progress_enabled(), every=10_000)
     try:
         with tarfile.open(source, "r|*") as tf:
             for m in tf:
                 if m.isfile() and _is_image(m.name):
                     f = tf.extractfile(m)
                     entries.append((m.name, f.read() if f is not None else b""))
+                    bar.update()
+        bar.close()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise ValueError(
             f"imagefolder: {source} is not a readable .tar/.tar.gz archive ({err}); re-download "
@@ -145,7 +149,9 @@ def decode_source(source: Path, size: tuple[int, int] | None) -> dict[str, np.nd
     where = {path: (split, k) for split, items in layout.items() for k, (path, _) in enumerate(items)}
     decoded: dict[str, list[np.ndarray | None]] = {s: [None] * len(items) for s, items in layout.items()}
     first: tuple[str, tuple[int, ...]] | None = None
-    for name, data in reader():
+    bar = progress(reader(), total=len(where), desc=f"decoding {source.name} (once; cached)",
+                   enabled=progress_enabled(), every=10_000)
+    for name, data in bar:
         name = _norm(name)
         if name not in where:
             continue
@@ -222,6 +228,7 @@ def load_imagefolder(
     samples_per_class: int | None = None,
     val_split: int = 0,
     seed: int = 0,
+    split_seed: int | None = None,
     download: bool = False,
 ) -> ArrayDataset:
     """ImageFolder dataset (folder or tar archive) decoded into memory; see the module docstring."""
@@ -252,4 +259,5 @@ def load_imagefolder(
         val_split=val_split,
         samples_per_class=samples_per_class,
         seed=seed,
+        split_seed=split_seed,
     )

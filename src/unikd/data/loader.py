@@ -134,11 +134,15 @@ class PlannedLoader:
     """What both loaders share: the batch plan (order, sharding, resumable position) and the on-device
     batch augmenter. Subclasses provide ``__iter__`` and ``augment_signature``.
 
-    Training (``train=True``): hashed shuffle, crop with ``crop_padding`` zero padding, horizontal flip,
+    Training (``train=True``): hashed shuffle, crop with ``crop_padding`` zero padding (``crop="pad"``) or
+    RandomResizedCrop to ``crop_size`` with area fraction ``crop_scale`` and aspect ratio ``crop_ratio``
+    (``crop="rrc"``), horizontal flip, optional RandAugment (``randaugment``, timm's spec syntax),
+    normalisation with the dataset's mean/std, optional random erasing (probability ``random_erasing``),
     optional mixup (``mixup_alpha``) / cutmix (``cutmix_alpha``) applied to a sample with probability
-    ``mix_prob`` (targets then become float soft labels), normalisation with the dataset's mean/std;
-    ``drop_last`` defaults to True. Eval (``train=False``): no augmentation, dataset order, the last
-    partial batch kept. The view of sample i at epoch e is a pure function of (seed, e, i).
+    ``mix_prob`` (targets then become float soft labels); ``drop_last`` defaults to True. Eval
+    (``train=False``): no augmentation but, with ``crop="rrc"``, Resize(shorter side ``eval_resize``,
+    default crop_size / 0.875) + CenterCrop(``crop_size``); dataset order, the last partial batch kept.
+    The view of sample i at epoch e is a pure function of (seed, e, i).
     """
 
     def __init__(
@@ -158,6 +162,13 @@ class PlannedLoader:
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool | None = None,
+        crop: str = "pad",
+        crop_size: int | None = None,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        eval_resize: int | None = None,
+        randaugment: str | None = None,
+        random_erasing: float = 0.0,
     ) -> None:
         self.dataset = dataset
         self.device = torch.device(device)
@@ -172,8 +183,19 @@ class PlannedLoader:
             world_size=world_size,
             shuffle=shuffle,
         )
-        cfg = AugmentConfig(crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob)
+        cfg = AugmentConfig(
+            crop_padding, hflip, mixup_alpha, cutmix_alpha, mix_prob, crop, crop_size, tuple(crop_scale),
+            tuple(crop_ratio), randaugment, random_erasing,
+        )
+        if eval_resize is not None and (crop != "rrc" or eval_resize < (crop_size or 0)):
+            raise ValueError(
+                f"eval_resize={eval_resize} needs crop='rrc' and eval_resize >= crop_size ({crop_size}); "
+                "ImageNet evaluates with eval_resize=256, crop_size=224"
+            )
         self.cfg = cfg if train else AugmentConfig(0, False)
+        # Eval geometry (the ImageNet protocol): Resize(shorter side) + CenterCrop(crop_size).
+        self.eval_crop = crop_size if crop == "rrc" else None
+        self.eval_resize = (eval_resize or round(crop_size / 0.875)) if self.eval_crop else None  # type: ignore[operator]
         self.augmenter = BatchAugmenter(self.cfg, dataset.mean, dataset.std, dataset.num_classes, self.device)
 
     @property
@@ -219,7 +241,8 @@ class InMemoryLoader(PlannedLoader):
             x, y = self.augmenter.train_batch(self.images, self.labels, index, self.plan.seed, epoch)
         else:
             dev_index = index.to(self.device)
-            x, y = self.augmenter.normalize(self.images[dev_index]), self.labels[dev_index]
+            x = self.augmenter.eval_batch(self.images[dev_index], self.eval_crop, self.eval_resize)
+            y = self.labels[dev_index]
         return Batch(x, y, index.to(self.device))
 
     def __iter__(self) -> Iterator[Batch]:
@@ -232,6 +255,8 @@ class InMemoryLoader(PlannedLoader):
         sig = signature(self.cfg, self.plan.seed, self.dataset.mean, self.dataset.std)
         sig.update(
             train=self.train,
+            eval_crop=self.eval_crop,
+            eval_resize=self.eval_resize,
             dataset=self.dataset.content_hash,
             num_samples=len(self.dataset),
             image_shape=list(self.dataset.images.shape[1:]),

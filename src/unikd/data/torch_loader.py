@@ -4,7 +4,9 @@
 ``[top/]<split>/<class>/<image>`` folder. ``TorchLoader`` then applies the very same batch augmentation
 as :class:`~unikd.data.loader.InMemoryLoader` on the device, with the same order, sharding and state:
 a sample's view is the same pure function of (seed, epoch, i) on both paths. Mixup/cutmix partners are
-fetched by the workers along with the batch.
+fetched by the workers along with the batch. With the ImageNet geometry (``crop="rrc"``) the workers also
+cut each view (RandomResizedCrop + flip, or Resize + CenterCrop for evaluation) from the image at its own
+size, so the folder may hold images of any size; the rest of the augmentation runs on the device.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from unikd.data.augment import sample_params, signature
+from unikd.data.augment import AugmentConfig, flip_of, sample_params, signature
 from unikd.data.dataset import ArrayDataset, check_split, parse_resize
 from unikd.data.imagefolder import decode_image, index_layout
 from unikd.data.loader import Batch, PlannedLoader
+from unikd.data.resample import center_views, rrc_params, rrc_views
 
 # Without a pass over the data the lazy dataset cannot compute statistics; ImageNet's are the usual choice.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,6 +118,31 @@ class _Indexed(Dataset):
         return x, y, i
 
 
+class _Views(Dataset):
+    """Items ``(i, epoch)`` -> (uint8 view (C, S, S), label, i): the geometry of the ImageNet protocol cut in
+    the worker from the full-size image (training: RandomResizedCrop + flip; eval: Resize + CenterCrop)."""
+
+    def __init__(
+        self, source: Dataset, cfg: AugmentConfig, seed: int, train: bool, eval_crop: int | None,
+        eval_resize: int | None,
+    ) -> None:
+        self.source, self.cfg, self.seed, self.train = source, cfg, seed, train
+        self.eval_crop, self.eval_resize = eval_crop, eval_resize
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        i, epoch = key
+        img, label, _ = self.source[i]
+        if not self.train:
+            return center_views([img], self.eval_resize, self.eval_crop)[0], label, i  # type: ignore[arg-type]
+        idx = torch.tensor([i], dtype=torch.int64)
+        c = self.cfg
+        box = rrc_params(self.seed, epoch, idx, img.shape[-2], img.shape[-1], c.crop_scale, c.crop_ratio)
+        return rrc_views([img], box, flip_of(c, self.seed, epoch, idx), c.crop_size)[0], label, i  # type: ignore[arg-type]
+
+
 class TorchLoader(PlannedLoader):
     """Same interface and semantics as :class:`InMemoryLoader`, decoding with ``num_workers`` DataLoader
     workers; the other options are those of :class:`~unikd.data.loader.PlannedLoader`."""
@@ -142,9 +170,15 @@ class TorchLoader(PlannedLoader):
         # only as batches are handed out, so state_dict() stays exact.
         batches = self.plan.remaining()
         source = _Indexed(self.dataset) if isinstance(self.dataset, ArrayDataset) else self.dataset
+        fetch: list[list[Any]] = self._fetch_lists(epoch, batches)  # type: ignore[assignment]
+        # The ImageNet geometry is cut in the workers (from full-size images); items then carry the epoch.
+        in_worker = self.cfg.crop == "rrc" if self.train else self.eval_crop is not None
+        if in_worker:
+            source = _Views(source, self.cfg, self.plan.seed, self.train, self.eval_crop, self.eval_resize)
+            fetch = [[(i, epoch) for i in items] for items in fetch]
         loader = DataLoader(
             source,
-            batch_sampler=self._fetch_lists(epoch, batches),  # type: ignore[arg-type]
+            batch_sampler=fetch,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
@@ -158,7 +192,8 @@ class TorchLoader(PlannedLoader):
 
             if self.train:
                 imgs, target = self.augmenter.train_batch(
-                    x, y, rows, self.plan.seed, epoch, num_samples=len(self.dataset), rows=lookup
+                    x, y, rows, self.plan.seed, epoch, num_samples=len(self.dataset), rows=lookup,
+                    precropped=in_worker,
                 )
             else:
                 pos = lookup(rows).to(self.device)
@@ -173,5 +208,8 @@ class TorchLoader(PlannedLoader):
         ident = (
             self.dataset.content_hash if isinstance(self.dataset, ArrayDataset) else str(self.dataset.root)
         )
-        sig.update(train=self.train, dataset=ident, num_samples=len(self.dataset))
+        sig.update(
+            train=self.train, eval_crop=self.eval_crop, eval_resize=self.eval_resize, dataset=ident,
+            num_samples=len(self.dataset),
+        )
         return sig

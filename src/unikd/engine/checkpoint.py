@@ -8,6 +8,10 @@ The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte litt
 length ``N``, ``N`` bytes of JSON mapping each tensor name to ``{"dtype", "shape", "data_offsets"}`` (offsets
 relative to the byte buffer that follows the header) plus an optional ``"__metadata__"`` dict of strings,
 then the raw little-endian tensor bytes. We write it ourselves so that the package stays optional.
+
+Integrity: every file written here carries a sha256 checksum that the loaders verify (see
+:mod:`unikd.integrity`): a damaged file raises :class:`~unikd.integrity.IntegrityError` naming it, instead
+of loading wrong weights. Files without a checksum (older unikd, other tools) load with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from unikd import integrity
 from unikd._atomic import atomic_write
+
+CHECKPOINT_FORMAT = "unikd-checkpoint"
 
 _ST_DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -49,8 +56,24 @@ _MAX_HEADER = 100 * 1024 * 1024  # same sanity limit as the reference implementa
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``),
+    with its sha256 in the archive comment (:func:`unikd.integrity.seal_zip`).
+
+    A failed write (disk full, ...) raises the underlying ``OSError`` naming ``path``, not torch's opaque
+    ``RuntimeError``; the previous file at ``path`` is untouched.
+    """
+
+    def write(f: Any) -> None:
+        writer = integrity.HashingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+        integrity.seal_zip(f, writer)
+
+    return atomic_write(path, write)
 
 
 def _require_file(path: str | os.PathLike, what: str) -> Path:
@@ -64,17 +87,28 @@ def _require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+DAMAGED_CHECKPOINT_FIX = (
+    "Use another checkpoint of the run (resume=auto falls back from last.pt to last.prev.pt; best.pt holds "
+    "the best epoch) or copy the file again from a good source."
+)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a ``torch.save`` file with ``weights_only=True`` (no arbitrary code runs on load).
 
+    The checksum written by :func:`atomic_save` is verified first; a file without one loads with a
+    warning (:func:`unikd.integrity.warn_unverified`).
+
     Raises:
         FileNotFoundError: the file does not exist.
+        unikd.integrity.IntegrityError: (a ``ValueError``) the file does not match its checksum.
         ValueError: the file is truncated/corrupt, not a PyTorch file, or holds objects other than
             tensors and plain containers.
     """
     path = _require_file(path, "checkpoint")
+    verified = integrity.verify_zip(path, what="checkpoint", fix=DAMAGED_CHECKPOINT_FIX)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise ValueError(
@@ -94,6 +128,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             "If a run was killed while writing, use the previous checkpoint (unikd writes atomically, so "
             "last.pt/best.pt stay valid)."
         ) from None
+    if not verified:
+        integrity.warn_unverified(path, "checkpoint")
+    return obj
 
 
 def save_safetensors(
@@ -130,6 +167,9 @@ def save_safetensors(
                         "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
+    # The checksum covers the header without itself plus the tensor bytes (unikd.integrity).
+    digest = integrity.safetensors_digest(header, blobs)
+    header["__metadata__"] = {**header.get("__metadata__", {}), integrity.SAFETENSORS_KEY: digest}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
 
@@ -159,6 +199,12 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], memoryview]:
     return header, memoryview(data)[8 + n :]
 
 
+def _verify_safetensors(path: Path, header: dict[str, Any], buf: memoryview) -> None:
+    fix = "Export it again (a run's best epoch is also in best.pt) or copy the file again from a good source."
+    if not integrity.verify_safetensors(path, header, buf, what="safetensors file", fix=fix):
+        integrity.warn_unverified(path, "safetensors file")
+
+
 def load_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a safetensors file into a dict of CPU tensors (validating offsets, dtypes and sizes)."""
     path = _require_file(path, "safetensors file")
@@ -184,13 +230,18 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
         else:
             raw = torch.frombuffer(bytearray(buf[begin:end]), dtype=torch.uint8)
             out[name] = raw.view(dtype).reshape(shape)
+    _verify_safetensors(path, header, buf)  # after the structural checks, whose messages are more specific
     return out
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``__metadata__`` dict of a safetensors file (empty when absent)."""
-    header, _ = _read_safetensors(_require_file(path, "safetensors file"))
-    return dict(header.get("__metadata__") or {})
+    path = _require_file(path, "safetensors file")
+    header, buf = _read_safetensors(path)
+    _verify_safetensors(path, header, buf)
+    meta = dict(header.get("__metadata__") or {})
+    meta.pop(integrity.SAFETENSORS_KEY, None)
+    return meta
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -2,8 +2,9 @@
 
 Every key and default is listed in ``docs/architecture.md`` (the config schema). Unknown keys fail with
 the closest valid key, values are type-checked (and coerced where unambiguous, e.g. ``5e-4`` written as a
-string in YAML 1.1), and the ``loss`` section accepts, besides its fixed keys, exactly the keyword-only
-hyperparameters of the chosen method's loss function.
+string in YAML 1.1), and the ``loss`` section accepts, besides its fixed keys, exactly the hyperparameters
+of the chosen method's loss module -- or, in the terms form, ``loss.terms`` (see
+:mod:`unikd.engine.config_terms`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,32 @@ from typing import Any
 import yaml
 
 from unikd._atomic import atomic_write_text
-from unikd.engine.config_check import (  # noqa: F401  (METHODS, METHOD_TO_LOSS re-exported)
-    METHOD_TO_LOSS,
-    METHODS,
+from unikd.engine.config_check import (  # noqa: F401  (re-exported)
+    LOSS_FIXED,
     coerce,
     loss_hyperparameters,
     loss_params,
+    method_to_loss,
+    methods,
     validate,
 )
+from unikd.engine.config_terms import (
+    TermConfig,
+    check_label,
+    parse_terms,
+    render_terms,
+    set_term_key,
+)
 from unikd.registry import closest
+
+
+def __getattr__(name: str) -> Any:
+    # METHODS / METHOD_TO_LOSS follow the loss registry (see config_check).
+    if name in ("METHODS", "METHOD_TO_LOSS"):
+        from unikd.engine import config_check
+
+        return getattr(config_check, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -36,7 +54,9 @@ class DataConfig:
     download: bool = False
     cache_dir: str | None = None
     samples_per_class: int | None = None
+    subset_test: bool = True
     val_split: int = 0
+    split_seed: int | None = None
     image_size: int | None = None
     batch_size: int = 64
     eval_batch_size: int = 512
@@ -47,12 +67,22 @@ class DataConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+    # The ImageNet protocol (crop=rrc): RandomResizedCrop training views, Resize + CenterCrop evaluation.
+    crop: str = "pad"  # pad (crop_padding + random crop) | rrc (RandomResizedCrop to crop_size)
+    crop_size: int | None = None
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    eval_resize: int | None = None  # eval: shorter side resized to this, then centre crop_size (null: /0.875)
+    randaugment: str | None = None  # timm syntax, e.g. rand-m9-mstd0.5-inc1 (DeiT)
+    random_erasing: float = 0.0  # probability (DeiT: 0.25)
 
 
 @dataclass
 class TeacherConfig:
     model: str | None = None
     checkpoint: str | None = None
+    pretrained: bool = False  # torchvision/timm weights, or the teacher registry for zoo models
+    model_args: dict[str, Any] = field(default_factory=dict)
     min_top1: float | None = None
     cache: str | None = None
 
@@ -63,8 +93,17 @@ class LossConfig:
     weight: float = 1.0
     warmup_epochs: float = 0.0
     smoothing: float = 0.1
-    # keyword-only hyperparameters of the method's loss function (validated against its signature)
+    # hyperparameters of the method's loss module (validated against its signature)
     params: dict[str, Any] = field(default_factory=dict)
+    # the terms form (empty: the single-method form above)
+    terms: list[TermConfig] = field(default_factory=list)
+
+
+@dataclass
+class TapsConfig:
+    # tap kind -> module paths (``path`` = its output, ``path:input`` = its input), overriding the defaults
+    student: dict[str, list[str]] = field(default_factory=dict)
+    teacher: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,31 +131,44 @@ class SchedConfig:
 class Config:
     method: str = "ce"
     model: str = "resnet20"
+    pretrained: bool = False  # start from torchvision/timm weights (or a teacher-registry entry)
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra create_model arguments, e.g. img_size
     feature: str | None = None
     num_classes: int | None = None
     seed: int = 0
     epochs: int = 240
-    out_dir: str = "runs/run"
+    out_dir: str | None = None
     resume: str = "no"
+    overwrite: bool = False
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False
     ema_decay: float | None = None
     eval_every: int = 1
     checkpoint_every: int = 0
+    final_test: bool = True
     tensorboard: bool | str = "auto"
+    trackers: list[str] = field(default_factory=list)  # wandb, mlflow (metrics.csv is always written)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
+    taps: TapsConfig = field(default_factory=TapsConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain dict (YAML/JSON-ready); the loss hyperparameters sit flat in ``loss``."""
+        """Nested plain dict (YAML/JSON-ready); the single method's hyperparameters sit flat in ``loss``,
+        the terms form writes ``loss.terms`` as a mapping by term name."""
         out = dataclasses.asdict(self)
-        params = out["loss"].pop("params")
-        out["loss"].update(params)
+        loss = out["loss"]
+        params, _ = loss.pop("params"), loss.pop("terms")
+        if self.loss.terms:
+            del loss["weight"], loss["warmup_epochs"]
+            loss["terms"] = render_terms(self.loss.terms)
+        else:
+            loss.update(params)
         return out
 
     @classmethod
@@ -126,10 +178,25 @@ class Config:
         _merge(merged, raw, source)
         return _build(merged)
 
+    def __post_init__(self) -> None:
+        from unikd.engine.trackers import check_tracker_names
+
+        check_tracker_names(self.trackers)
+        if self.teacher.pretrained and self.teacher.checkpoint is not None:
+            raise ValueError(
+                "teacher.pretrained=true and teacher.checkpoint are both set; use the pretrained weights "
+                "(teacher.checkpoint=null) or the checkpoint (teacher.pretrained=false)"
+            )
+
     @property
-    def loss_name(self) -> str | None:
-        """The ``unikd.losses`` registry name of the method's loss (None for ce and ls)."""
-        return METHOD_TO_LOSS[self.method]
+    def terms(self) -> list[TermConfig]:
+        """The objective's terms besides the cross-entropy, in both config forms (empty for ce and ls)."""
+        if self.loss.terms:
+            return list(self.loss.terms)
+        if method_to_loss(self.method) is None:
+            return []
+        lc = self.loss
+        return [TermConfig(self.method, self.method, lc.weight, lc.warmup_epochs, dict(lc.params))]
 
 
 SECTIONS: dict[str, type] = {
@@ -138,6 +205,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "sched": SchedConfig,
+    "taps": TapsConfig,
 }
 
 
@@ -155,7 +223,13 @@ def valid_keys() -> list[str]:
     keys = [k for k in _field_types(Config) if k not in SECTIONS]
     for section, cls in SECTIONS.items():
         keys += [f"{section}.{k}" for k in _field_types(cls) if k != "params"]
-    return keys
+    return keys + [f"taps.{role}.{kind}" for role in ("student", "teacher") for kind in _tap_kinds()]
+
+
+def _tap_kinds() -> tuple[str, ...]:
+    from unikd.engine.taps import CONFIG_KINDS
+
+    return CONFIG_KINDS
 
 
 def _unknown_key(key: str, source: str) -> ValueError:
@@ -196,12 +270,40 @@ def _set(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
             raise _unknown_key(dotted, source)
         tree[parts[0]] = value
         return
+    if parts[:2] == ["loss", "terms"]:
+        set_term_key(tree["loss"], parts[1:], value, source)
+        return
+    if len(parts) == 3 and parts[0] == "taps" and parts[1] in ("student", "teacher"):
+        _set_tap(tree["taps"][parts[1]], dotted, parts[2], value, source)
+        return
     if len(parts) != 2 or parts[0] not in SECTIONS:
         raise _unknown_key(dotted, source)
     section, key = parts
     if section != "loss" and key not in tree[section]:
         raise _unknown_key(dotted, source)
+    if section == "taps":
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(
+                f"{dotted} (from {source}) maps tap kinds to module paths, e.g. {{hint: layer2}}"
+            )
+        tree["taps"][key] = {}
+        for kind, paths in (value or {}).items():
+            _set_tap(tree["taps"][key], f"{dotted}.{kind}", str(kind), paths, source)
+        return
     tree[section][key] = value  # unknown loss keys are checked once the method is known
+
+
+def _set_tap(role: dict[str, Any], dotted: str, kind: str, value: Any, source: str) -> None:
+    if kind == "uskd":
+        raise ValueError(
+            f"{dotted} (from {source}): the USKD feature is set with the top-level key `feature`"
+        )
+    if kind not in _tap_kinds():
+        raise _unknown_key(dotted, source)
+    if value is None:
+        role.pop(kind, None)
+    else:
+        role[kind] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -224,7 +326,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _build_section(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for name, tp in _field_types(cls).items():
-        if name == "params":
+        if name in ("params", "terms"):
             continue
         kwargs[name] = coerce(raw[name], tp, f"{prefix}{name}")
     return cls(**kwargs)
@@ -251,7 +353,12 @@ def _build(tree: dict[str, Any]) -> Config:
         if name not in SECTIONS:
             kwargs[name] = coerce(top[name], tp, name)
     cfg = Config(**kwargs, **sections)
-    cfg.loss.params = loss_params(cfg.method, tree["loss"])
+    raw_terms = tree["loss"].get("terms")
+    if raw_terms:
+        cfg.loss.terms = parse_terms(raw_terms)
+        cfg.method = check_label(cfg.method, cfg.loss.terms, tree["loss"], LOSS_FIXED)
+    else:
+        cfg.loss.params = loss_params(cfg.method, {k: v for k, v in tree["loss"].items() if k != "terms"})
     validate(cfg)
     return cfg
 

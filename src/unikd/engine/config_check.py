@@ -14,24 +14,47 @@ from unikd.registry import closest
 if TYPE_CHECKING:
     from unikd.engine.config import Config
 
-METHODS = ("ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf")
-# method -> unikd.losses registry name (ce and ls only use the cross-entropy term)
-METHOD_TO_LOSS: dict[str, str | None] = {
-    "ce": None,
-    "ls": None,
-    "kd": "kd",
-    "dkd": "dkd",
-    "nkd": "nkd",
-    "uskd": "uskd",
-    "tfkd": "tfkd",
-    "zipf": "zipf_ls",
-}
+# Methods that are not a loss registry name: ce and ls only use the cross-entropy term; zipf is zipf_ls.
+# Every other method is a ``unikd.losses`` registry name, so registering a loss adds the method.
+METHOD_ALIASES: dict[str, str | None] = {"ce": None, "ls": None, "zipf": "zipf_ls"}
+
+
+def methods() -> tuple[str, ...]:
+    """Valid values of ``method``: ce, ls, zipf and every registered loss."""
+    from unikd.losses import LOSSES
+
+    return (*METHOD_ALIASES, *(n for n in LOSSES.names() if n not in METHOD_ALIASES))
+
+
+def check_method(method: str) -> None:
+    valid = methods()
+    if method not in valid:
+        hint = closest(str(method), valid)
+        did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+        raise ValueError(
+            f"method={method!r} is not valid.{did_you_mean} Choose one of: {', '.join(valid)} "
+            "(or list several terms under loss.terms)."
+        )
+
+
+def method_to_loss(method: str) -> str | None:
+    """The ``unikd.losses`` registry name of ``method`` (None for ce and ls)."""
+    return METHOD_ALIASES[method] if method in METHOD_ALIASES else method
+
+
+def __getattr__(name: str) -> Any:
+    # METHODS / METHOD_TO_LOSS follow the loss registry (computed on access, so late registrations count).
+    if name == "METHODS":
+        return methods()
+    if name == "METHOD_TO_LOSS":
+        return {m: method_to_loss(m) for m in methods()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
 
-# allowed values of string-valued keys
+# allowed values of string-valued keys ("method" is checked against methods())
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "method": METHODS,
     "precision": ("fp32", "bf16", "fp16"),
     "data.name": ("cifar10", "cifar100", "imagefolder", "npz", "digits"),
     "data.loader": ("memory", "torch"),
@@ -62,6 +85,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a valid value ({tp})")
+    if origin is dict:
+        key_tp, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a mapping, e.g. {{name: value}}, got {value!r}")
+        if item is Any:  # free-form arguments (model_args, e.g. {img_size: 32}) pass through as written
+            return {coerce(k, key_tp, key): v for k, v in value.items()}
+        return {coerce(k, key_tp, key): coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -98,51 +128,64 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def loss_hyperparameters(loss_name: str) -> dict[str, inspect.Parameter]:
-    """Keyword-only parameters of the functional form of a ``unikd.losses`` registry entry."""
-    try:
-        import unikd.losses as losses
-    except ImportError as exc:  # pragma: no cover - only while the package is incomplete
-        raise ImportError(f"unikd.losses is needed to validate the loss section: {exc}") from exc
-    fn = getattr(losses, f"{loss_name}_loss", None)
-    if fn is None:
-        raise ValueError(f"unikd.losses has no function {loss_name}_loss for the loss {loss_name!r}")
-    sig = inspect.signature(fn)
-    return {n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """The config-settable arguments of a ``unikd.losses`` module: its __init__ arguments that the engine does
+    not supply itself (the context arguments such as ``num_classes`` or ``student_shapes``)."""
+    from unikd.engine.objective import hyperparameters
+    from unikd.losses import LOSSES
+
+    return hyperparameters(LOSSES.get(loss_name))
 
 
-def loss_params(method: str, raw: dict[str, Any]) -> dict[str, Any]:
-    extras = {k: v for k, v in raw.items() if k not in LOSS_FIXED}
-    loss_name = METHOD_TO_LOSS.get(method)
+def method_params(
+    method: str, extras: dict[str, Any], *, prefix: str, fixed: tuple[str, ...]
+) -> dict[str, Any]:
+    """Validate and coerce the hyperparameters ``extras`` of ``method``; ``prefix`` names them in errors
+    (``loss.`` or ``loss.terms.<name>.``) and ``fixed`` lists the other keys valid at that place."""
+    loss_name = method_to_loss(method)
     if loss_name is None:
         if extras:
             key = next(iter(extras))
-            hint = closest(key, list(LOSS_FIXED))
-            did_you_mean = f" Did you mean 'loss.{hint}'?" if hint else ""
+            hint = closest(key, list(fixed))
+            did_you_mean = f" Did you mean '{prefix}{hint}'?" if hint else ""
             raise ValueError(
-                f"loss.{key} is not used by method {method!r} (it only has the cross-entropy term; "
-                f"valid loss keys: {', '.join(LOSS_FIXED)}).{did_you_mean}"
+                f"{prefix}{key} is not used by method {method!r} (it only has the cross-entropy term; "
+                f"valid keys: {', '.join(fixed)}).{did_you_mean}"
             )
         return {}
+    from unikd.engine.objective import CONTEXT
+
     params = loss_hyperparameters(loss_name)
     out: dict[str, Any] = {}
     for key, value in extras.items():
-        if key not in params:
-            valid = list(LOSS_FIXED) + list(params)
-            hint = closest(key, valid)
-            did_you_mean = f" Did you mean 'loss.{hint}'?" if hint else ""
+        if key in CONTEXT:
             raise ValueError(
-                f"unknown config key 'loss.{key}' for method {method!r} (loss function {loss_name}_loss)."
-                f"{did_you_mean} Valid loss keys: {', '.join(valid)}."
+                f"{prefix}{key} is supplied by the training harness ({CONTEXT[key]}); "
+                "remove it from the config"
+            )
+        if key not in params:
+            valid = list(fixed) + list(params)
+            hint = closest(key, valid)
+            did_you_mean = f" Did you mean '{prefix}{hint}'?" if hint else ""
+            raise ValueError(
+                f"unknown config key '{prefix}{key}' for method {method!r} (loss {loss_name!r})."
+                f"{did_you_mean} Valid keys: {', '.join(valid)}."
             )
         default = params[key].default
         if isinstance(default, bool):
-            value = coerce(value, bool, f"loss.{key}")
+            value = coerce(value, bool, f"{prefix}{key}")
         elif isinstance(default, (int, float)) and default is not None:
-            value = coerce(value, float if isinstance(default, float) else int, f"loss.{key}")
+            value = coerce(value, float if isinstance(default, float) else int, f"{prefix}{key}")
         elif isinstance(default, str):
-            value = coerce(value, str, f"loss.{key}")
+            value = coerce(value, str, f"{prefix}{key}")
         out[key] = value
     return out
+
+
+def loss_params(method: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of the single-method form: every ``loss.*`` key besides the fixed ones."""
+    check_method(method)
+    extras = {k: v for k, v in raw.items() if k not in LOSS_FIXED}
+    return method_params(method, extras, prefix="loss.", fixed=(*LOSS_FIXED, "terms"))
 
 
 def _check(ok: bool, message: str) -> None:
@@ -152,8 +195,9 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Value ranges and choices, each with the key and the fix in the message."""
+    if not cfg.loss.terms:
+        check_method(cfg.method)
     flat = {
-        "method": cfg.method,
         "precision": cfg.precision,
         "data.name": cfg.data.name,
         "data.loader": cfg.data.loader,
@@ -175,6 +219,10 @@ def validate(cfg: Config) -> None:
         cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
     )
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _check(
+        not cfg.overwrite or cfg.resume == "no",
+        f"overwrite=true starts the run over, but resume={cfg.resume!r} continues one; use one of them",
+    )
     _check(cfg.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {cfg.eval_every}")
     _check(
         cfg.checkpoint_every >= 0,

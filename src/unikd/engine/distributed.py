@@ -3,6 +3,11 @@
 ``torchrun --nproc_per_node N -m unikd train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous variables; a plain ``python -m unikd train`` leaves them unset and runs single-process. The
 backend is nccl for CUDA devices and gloo for CPU.
+
+BatchNorm under DDP normalises with each rank's own batch statistics, so a 2-rank run differs from one
+process with the same global batch. ``sync_bn=true`` converts every BatchNorm layer to torch's
+``SyncBatchNorm`` (statistics over the global batch); torch implements its forward for CUDA devices only
+(it raises for CPU tensors), so with gloo on CPU the option is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def init_distributed(device_spec: str) -> DistInfo:
         dist.init_process_group(backend=backend)
         created = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, created)
+
+
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def sync_batchnorm(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``sync_bn=true``: BatchNorm -> SyncBatchNorm when running distributed (no-op in one process)."""
+    if not info.distributed:
+        return model
+    if info.device.type != "cuda":
+        raise ValueError(
+            f"sync_bn=true: torch's SyncBatchNorm only runs on CUDA devices (nccl), not on "
+            f"{info.device.type} (gloo); set sync_bn=false (each rank then normalises with its own batch "
+            "statistics) or train on GPUs"
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def cleanup_distributed(info: DistInfo) -> None:

@@ -33,20 +33,26 @@ def evaluate(
     channels_last: bool = False,
     dist_info: DistInfo | None = None,
     n_bins: int = 15,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """Metrics of ``model`` over ``loader`` (batches with ``images`` and ``target``; e.g. ``InMemoryLoader``).
 
     Returns ``top1``/``top5`` in percent, ``nll`` (mean), ``ece`` (fraction, ``n_bins`` equal-width bins)
     and ``count``. With ``dist_info`` of a DDP run, each rank scores its shard and the sums are
-    all-reduced, so every rank returns the metrics of the whole set.
+    all-reduced, so every rank returns the metrics of the whole set. ``desc`` (e.g. ``"eval"``) shows a
+    progress bar with that label on rank 0 when the ``unikd`` logger is at INFO (as under the CLI).
     """
+    from unikd._progress import progress, progress_enabled
+
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = autocast_factory(precision, device)
     meter = ClassificationMeter(num_classes, n_bins=n_bins)
+    is_main = dist_info is None or dist_info.is_main
+    show = desc is not None and is_main and progress_enabled()
     try:
-        for batch in loader:
+        for batch in progress(loader, desc=desc or "", enabled=show):
             images = batch.images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -77,6 +83,7 @@ def evaluate_checkpoint(
 
     The checkpoint records the model name, class count, input channels and data config; ``data`` /
     ``data_root`` / ``split`` override them (``split`` defaults to the run's validation split).
+    ``samples_per_class`` defaults to the run's own subset; 0 evaluates every image of the split.
     Returns the metrics plus ``model``, ``data``, ``split`` and ``checkpoint``.
     """
     from unikd.data import InMemoryLoader, create_dataset
@@ -98,7 +105,11 @@ def evaluate_checkpoint(
     if data_root is not None:
         data_cfg["root"] = data_root
     if samples_per_class is not None:
-        data_cfg["samples_per_class"] = samples_per_class
+        if samples_per_class < 0:
+            raise ValueError(
+                f"samples_per_class must be >= 0 (0 = every image of the split), got {samples_per_class}"
+            )
+        data_cfg["samples_per_class"] = samples_per_class or None  # 0: the whole split
     if split is None:
         split = "val" if data_cfg.get("val_split", 0) > 0 else "test"
     dev = resolve_device(device)
@@ -114,13 +125,22 @@ def evaluate_checkpoint(
     # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
     if len(data_cfg.get("mean", ())) == len(dataset.mean):
         dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-    model = create_model(ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)))
+    model_args = dict((ckpt.get("config") or {}).get("model_args") or {})
+    model = create_model(
+        ckpt["model_name"], num_classes=num_classes, **model_kwargs(ckpt.get("in_chans", 3)), **model_args
+    )
     load_weights(model, ckpt["model"], path=path, what="checkpoint")
     model.to(dev)
+    from unikd.data.views import view_options
+
     loader = InMemoryLoader(
-        dataset, batch_size or int(data_cfg.get("eval_batch_size", 512)), train=False, device=dev
+        dataset,
+        batch_size or int(data_cfg.get("eval_batch_size", 512)),
+        train=False,
+        device=dev,
+        **view_options(data_cfg),  # the run's eval geometry (Resize + CenterCrop under crop=rrc)
     )
-    metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev)
+    metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev, desc="eval")
     return {
         **metrics,
         "model": ckpt["model_name"],
@@ -134,12 +154,16 @@ def evaluate_checkpoint(
 
 def dataset_kwargs(data_cfg: dict[str, Any], *, split: str, seed: int) -> dict[str, Any]:
     """``create_dataset`` keyword arguments from a ``data`` config section."""
+    per_class = data_cfg.get("samples_per_class")
+    if split == "test" and not data_cfg.get("subset_test", True):
+        per_class = None
     return {
         "root": data_cfg.get("root"),
         "split": split,
-        "samples_per_class": data_cfg.get("samples_per_class"),
+        "samples_per_class": per_class,
         "val_split": data_cfg.get("val_split", 0),
         "seed": seed,
+        "split_seed": data_cfg.get("split_seed"),
         "cache_dir": data_cfg.get("cache_dir"),
         "download": data_cfg.get("download", False),
         "resize": data_cfg.get("image_size"),

@@ -36,10 +36,36 @@ def count_parameters(module: nn.Module) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
+def check_teacher_input(sample: torch.Tensor, meta: dict[str, Any], name: str) -> None:
+    """The data's images must have the channel count and size the teacher was trained on (as recorded in a
+    unikd checkpoint): a teacher fed other images fails with a raw error or, worse, runs and is wrong."""
+    chans, size = int(sample.shape[1]), tuple(int(s) for s in sample.shape[2:])
+    t_chans, t_size = meta.get("in_chans"), meta.get("input_size")
+    if t_chans is not None and int(t_chans) != chans:
+        raise ValueError(
+            f"teacher {name!r} was trained on {t_chans}-channel images but the data has {chans}-channel "
+            f"images {size[0]}x{size[1]}; distil on data in the teacher's input format (or train a teacher "
+            "on this data)"
+        )
+    if t_size is not None and tuple(int(s) for s in t_size) != size:
+        raise ValueError(
+            f"teacher {name!r} was trained on {t_size[0]}x{t_size[1]} images but the data gives "
+            f"{size[0]}x{size[1]}; set data.image_size={t_size[0]} to resize the data to the teacher's input "
+            "size (or train a teacher at this size)"
+        )
+
+
 def check_teacher_classes(teacher: nn.Module, sample: torch.Tensor, num_classes: int, name: str) -> int:
     """The teacher's output width, measured with one eval-mode forward; must equal the student's."""
-    with torch.no_grad():
-        out = teacher(sample)
+    try:
+        with torch.no_grad():
+            out = teacher(sample)
+    except RuntimeError as exc:  # e.g. a conv whose input channels differ: name the cause, not the layer
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"teacher {name!r} cannot run on the data's images (shape {tuple(sample.shape[1:])}): {first}. "
+            "Check teacher.model, the data's channels and data.image_size"
+        ) from exc
     width = int(out.shape[-1])
     if width != num_classes:
         raise ValueError(

@@ -6,7 +6,6 @@ numpy and Python RNG states (tuples holding an ndarray) are converted to tensors
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,14 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from unikd.engine.checkpoint import load_checkpoint
 from unikd.engine.config import Config
-from unikd.engine.teacher import CHECKPOINT_FORMAT
+from unikd.engine.last_checkpoint import load_latest, load_training_checkpoint
 
 if TYPE_CHECKING:
     from unikd.engine.setup import Components
-
-log = logging.getLogger("unikd")
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,20 +59,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resume_path(cfg: Config) -> Path | None:
-    """The checkpoint to resume from: ``resume=no`` -> None; ``auto`` -> ``out_dir/last.pt`` if present."""
+def resume_checkpoint(cfg: Config) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from, loaded: ``resume=no`` -> None; ``auto`` -> ``out_dir/last.pt`` (or
+    ``last.prev.pt`` when that one is missing or damaged) if present; else the file ``resume`` names."""
     if cfg.resume == "no":
         return None
     if cfg.resume == "auto":
-        last = Path(cfg.out_dir) / "last.pt"
-        return last if last.exists() else None
+        return load_latest(cfg.out_dir)
     path = Path(cfg.resume)
     if not path.exists():
         raise FileNotFoundError(
             f"resume={cfg.resume!r}: no such checkpoint; use resume=auto to continue from out_dir/last.pt "
             "when it exists, or resume=no to start fresh"
         )
-    return path
+    return path, load_training_checkpoint(path)
 
 
 def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: int, path: Path) -> None:
@@ -90,21 +86,17 @@ def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: int, path: 
         problems.append(f"method {ckpt.get('method')!r} (config: {cfg.method!r})")
     if problems:
         raise ValueError(
-            f"cannot resume from {str(path)!r}: it was saved with {', '.join(problems)}. Use a fresh out_dir "
-            "or resume=no to start over, or fix the config to match the checkpoint"
+            f"cannot resume from {str(path)!r}: it was saved with {', '.join(problems)}. Use a fresh "
+            "out_dir, start over with resume=no overwrite=true, or fix the config to match the checkpoint"
         )
 
 
 def restore(c: Components) -> Path | None:
     """Load ``last.pt`` (or ``resume=PATH``) into every stateful component; restore the RNGs last."""
-    path = resume_path(c.cfg)
-    if path is None:
-        if c.cfg.resume == "no" and c.run_dir.enabled and c.run_dir.last.exists():
-            log.warning("resume=no: starting fresh and overwriting the checkpoints in %s", c.run_dir.path)
+    found = resume_checkpoint(c.cfg)
+    if found is None:
         return None
-    ckpt = load_checkpoint(path)
-    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt):
-        raise ValueError(f"resume: {str(path)!r} is not a unikd training checkpoint (last.pt / best.pt)")
+    path, ckpt = found
     check_compatible(ckpt, c.cfg, c.num_classes, path)
     c.model.load_state_dict(ckpt["train_model"] if "train_model" in ckpt else ckpt["model"])
     if c.ema is not None:
@@ -112,8 +104,7 @@ def restore(c: Components) -> Path | None:
             c.ema.load_state_dict(ckpt["ema"])
         else:
             c.ema.module.load_state_dict(ckpt["model"])
-    if c.loss_module is not None:
-        c.loss_module.load_state_dict(ckpt["loss_module"])
+    _restore_objective(c.objective, ckpt, path)
     c.optimizer.load_state_dict(ckpt["optimizer"])
     c.scheduler.load_state_dict(ckpt["scheduler"])
     if c.scaler is not None and "scaler" in ckpt:
@@ -122,3 +113,18 @@ def restore(c: Components) -> Path | None:
     c.train_loader.load_state_dict(ckpt["loader"])
     set_rng_state(ckpt["rng"])
     return path
+
+
+def _restore_objective(objective: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """The term modules' state; checkpoints from before the terms form hold one module as ``loss_module``."""
+    state = ckpt.get("objective")
+    if state is None and "loss_module" in ckpt and len(objective.terms) == 1:
+        name = next(iter(objective.terms))
+        state = {f"terms.{name}.{k}": v for k, v in ckpt["loss_module"].items()}
+    try:
+        objective.load_state_dict(state if state is not None else {})
+    except RuntimeError as exc:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: the state of its loss terms does not fit this config's terms "
+            f"({exc}). Use a fresh out_dir or resume=no"
+        ) from None

@@ -1,4 +1,5 @@
-"""The run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and optional TensorBoard events.
+"""The run folder: ``config.yaml``, ``metrics.jsonl``, ``metrics.csv``, ``summary.json``, optional TensorBoard
+events and the optional wandb / MLflow trackers (:mod:`unikd.engine.trackers`).
 
 Only rank 0 writes (``enabled=False`` on other ranks turns every method into a no-op). JSON files are
 written atomically; ``metrics.jsonl`` is rebuilt from the checkpoint's history on resume, so a run killed
@@ -10,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unikd._atomic import atomic_write_text
+from unikd._atomic import atomic_write_text, with_path
 from unikd.engine.config import Config, save_config
+from unikd.engine.trackers import Trackers
 
 
 def _jsonable(value: Any) -> Any:
@@ -28,20 +31,24 @@ class RunDir:
     """Writes the run folder's files (rank 0 only)."""
 
     def __init__(
-        self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool | str = "auto"
+        self,
+        out_dir: str | Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool | str = "auto",
+        trackers: Sequence[str] = (),
     ) -> None:
         self.path = Path(out_dir)
         self.enabled = enabled
         self._tb: Any = None
+        self._trackers: Trackers | None = None
         if not enabled:
             return
+        # Temp files of killed writers are swept by unikd.engine.run_folder, which holds the folder's lock.
         self.path.mkdir(parents=True, exist_ok=True)
-        # A run killed while writing leaves the temp file of an atomic write behind (never a torn target).
-        for name in ("last.pt", "best.pt", "student.safetensors", "summary.json", "config.yaml"):
-            for stale in self.path.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
         if tensorboard:
             self._tb = self._open_tensorboard(required=tensorboard is True)
+        self._trackers = Trackers(self.path, trackers)
 
     def _open_tensorboard(self, *, required: bool) -> Any:
         try:
@@ -70,35 +77,45 @@ class RunDir:
     def write_config(self, cfg: Config) -> None:
         if self.enabled:
             save_config(cfg, self.path / "config.yaml")
+            self._trackers.log_config(cfg.to_dict())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One JSON line per epoch; also mirrored to TensorBoard when it is on."""
         if not self.enabled:
             return
         line = json.dumps({k: _jsonable(v) for k, v in record.items()})
-        with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # name the file: a failed write() (disk full) carries no filename
+            raise with_path(exc, path) from exc
         if self._tb is not None:
             step = int(record["epoch"])
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
+        self._trackers.log_epoch(record)
 
     def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """Replace ``metrics.jsonl`` with ``history`` (used on resume)."""
         if self.enabled:
             text = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}) + "\n" for r in history)
             atomic_write_text(self.path / "metrics.jsonl", text)
+            self._trackers.replay(history)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.enabled:
             text = json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2) + "\n"
             atomic_write_text(self.path / "summary.json", text)
+            self._trackers.log_summary(summary)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._trackers is not None:
+            self._trackers.close()

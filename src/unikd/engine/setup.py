@@ -1,5 +1,6 @@
-"""Build everything a run needs from its config: data, student, loss (and USKD weak head), teacher,
-optimiser, scheduler, scaler, EMA, DDP wrapper, run folder; then resume and the preflight table."""
+"""Build everything a run needs from its config: data, student, teacher, the objective (its term modules
+and feature taps), optimiser, scheduler, scaler, EMA, DDP wrapper, run folder; then resume and the
+preflight table."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import torch
 from torch import nn
 
 from unikd.engine.config import Config
-from unikd.engine.distributed import DistInfo
+from unikd.engine.distributed import DistInfo, has_batchnorm, sync_batchnorm
 from unikd.engine.evaluate import autocast_factory, dataset_kwargs, evaluate, model_kwargs
+from unikd.engine.objective import Objective
 from unikd.engine.preflight import (
     Preflight,
     check_teacher_classes,
+    check_teacher_input,
     check_teacher_top1,
     count_parameters,
     normalisation_note,
@@ -25,8 +28,9 @@ from unikd.engine.preflight import (
 from unikd.engine.resume import restore, seed_everything
 from unikd.engine.run_dir import RunDir
 from unikd.engine.state import TrainState
-from unikd.engine.step import Objective, build_loss_module, loss_class, needs
+from unikd.engine.taps import TapSet
 from unikd.engine.teacher import CHECKPOINT_FORMAT, LiveTeacher, TeacherSource, load_teacher_model
+from unikd.engine.terms import build_objective, plan_terms, student_specs, teacher_specs
 
 log = logging.getLogger("unikd")
 
@@ -45,10 +49,9 @@ class Components:
     val_loader: Any
     model: nn.Module
     ddp_model: nn.Module
-    loss_module: nn.Module | None
     objective: Objective
-    tap: Any
-    pool: Callable[[torch.Tensor], torch.Tensor]
+    student_taps: TapSet
+    teacher_taps: TapSet
     teacher: TeacherSource | None
     teacher_meta: dict[str, Any]
     optimizer: torch.optim.Optimizer
@@ -58,6 +61,7 @@ class Components:
     run_dir: RunDir
     state: TrainState
     autocast: Callable[[], Any]
+    input_size: tuple[int, ...] | None = None  # (H, W) of the training images, recorded in checkpoints
 
     @property
     def eval_model(self) -> nn.Module:
@@ -66,8 +70,12 @@ class Components:
 
     @property
     def extra_params(self) -> list[nn.Parameter]:
-        """Trainable parameters outside the DDP wrapper (USKD's weak head)."""
-        return [p for p in self.loss_module.parameters() if p.requires_grad] if self.loss_module else []
+        """Trainable parameters outside the DDP wrapper: the term modules' (heads, connectors, ...)."""
+        return [p for p in self.objective.parameters() if p.requires_grad]
+
+    def remove_taps(self) -> None:
+        self.student_taps.remove()
+        self.teacher_taps.remove()
 
     @property
     def trainable_params(self) -> list[nn.Parameter]:
@@ -86,6 +94,7 @@ class Components:
             "model_name": self.cfg.model,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
+            "input_size": list(self.input_size) if self.input_size else None,
             "method": self.cfg.method,
             "seed": self.cfg.seed,
             "epoch": st.epoch,
@@ -109,8 +118,7 @@ class Components:
             ckpt["ema"] = self.ema.state_dict()
         if self.scaler is not None:
             ckpt["scaler"] = self.scaler.state_dict()
-        if self.loss_module is not None:
-            ckpt["loss_module"] = self.loss_module.state_dict()
+        ckpt["objective"] = self.objective.state_dict()  # term modules by name (heads, connectors, banks)
         return ckpt
 
 
@@ -153,6 +161,9 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
     cls: Any = InMemoryLoader
     if d.loader == "torch":
         cls, common = TorchLoader, {**common, "num_workers": d.num_workers}
+    from unikd.data.views import view_options
+
+    views = view_options(dataclasses.asdict(d))
     train = cls(
         train_ds,
         d.batch_size,
@@ -162,20 +173,27 @@ def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tu
         mixup_alpha=d.mixup_alpha,
         cutmix_alpha=d.cutmix_alpha,
         mix_prob=d.mix_prob,
+        randaugment=d.randaugment,
+        random_erasing=d.random_erasing,
+        **views,
         **common,
     )
     # The eval batch must split evenly over ranks too; round it up to a multiple of the world size.
     eval_bs = -(-d.eval_batch_size // info.world_size) * info.world_size
-    val = cls(val_ds, eval_bs, train=False, **common)
+    val = cls(val_ds, eval_bs, train=False, **views, **common)
     return train, val
 
 
-def _sample(ds: Any, device: torch.device) -> torch.Tensor:
-    """Two normalised images for the dummy forwards (feature width, teacher class count)."""
+def _sample(ds: Any, device: torch.device, cfg: Config) -> torch.Tensor:
+    """Two normalised images for the dummy forwards (feature width, teacher class count), at the size the
+    model sees (the eval view of the ImageNet protocol)."""
+    from unikd.data.views import eval_view
+
     if hasattr(ds, "images"):
         raw = ds.images[:2]
     else:  # lazily decoded folder: items are (image, label, index)
-        raw = torch.stack([ds[i][0] for i in range(min(2, len(ds)))])
+        raw = [ds[i][0] for i in range(min(2, len(ds)))]
+    raw = eval_view(raw, dataclasses.asdict(cfg.data))
     mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
     std = torch.tensor(ds.std).view(1, -1, 1, 1)
     return ((raw.float() / 255.0 - mean) / std).to(device)
@@ -184,24 +202,18 @@ def _sample(ds: Any, device: torch.device) -> torch.Tensor:
 def _student(cfg: Config, num_classes: int, in_chans: int, device: torch.device) -> nn.Module:
     from unikd.models import create_model
 
-    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans)).to(device)
+    if cfg.pretrained:
+        from unikd.engine.pretrained import pretrained_student
+
+        model = pretrained_student(
+            cfg.model, num_classes=num_classes, in_chans=in_chans, dataset=cfg.data.name, **cfg.model_args
+        )
+    else:
+        model = create_model(cfg.model, num_classes=num_classes, **model_kwargs(in_chans), **cfg.model_args)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def _weak_head_input(cfg: Config, model: nn.Module, sample: torch.Tensor) -> tuple[Any, int]:
-    """Attach a FeatureTap to the configured (or default) feature; measure its pooled width."""
-    from unikd.models import FeatureTap, default_feature, pool_feature
-
-    path = cfg.feature or default_feature(model)
-    tap = FeatureTap(model, path)
-    model.eval()  # the dummy forward must not touch BatchNorm statistics
-    with torch.no_grad():
-        model(sample)
-        width = int(pool_feature(tap.output).shape[1])
-    model.train()
-    return tap, width
 
 
 def build_teacher(
@@ -211,22 +223,36 @@ def build_teacher(
     train_loader: Any,
     autocast: Callable[[], Any],
     in_chans: int = 3,
+    *,
+    live: bool = False,
 ) -> tuple[TeacherSource, nn.Module | None, dict[str, Any]]:
-    """The teacher source, plus the loaded teacher model (for the preflight checks) when configured."""
+    """The teacher source, plus the loaded teacher model (for the preflight checks) when configured.
+
+    ``live=True`` (a term reads the teacher's features, which the cache does not hold) uses the model even
+    when ``teacher.cache`` is set.
+    """
     t = cfg.teacher
     model, meta = None, {}
-    if t.model is not None and t.checkpoint is not None:
+    if t.model is not None and (t.checkpoint is not None or t.pretrained):
         model, meta = load_teacher_model(
-            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans
+            t.model, t.checkpoint, num_classes=num_classes, device=info.device, in_chans=in_chans,
+            pretrained=t.pretrained, dataset=cfg.data.name, model_args=t.model_args,
         )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+    elif live:
+        raise ValueError(
+            f"method {cfg.method!r} reads the teacher's features, which teacher.cache does not hold (it "
+            "stores logits only): set teacher.model=<name> and teacher.checkpoint=<path>; the live teacher "
+            "is then used"
+        )
     elif t.cache is None:
         raise ValueError(
             f"method {cfg.method!r} distils from a teacher: set teacher.model=<name> and "
-            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or teacher.cache)"
+            "teacher.checkpoint=<path to its best.pt / state_dict / .safetensors> (or "
+            "teacher.pretrained=true, or teacher.cache)"
         )
-    if t.cache is not None:
+    if t.cache is not None and not live:
         from unikd.engine.teacher import open_cached_teacher
 
         return open_cached_teacher(cfg, train_loader, info.device), model, meta
@@ -250,7 +276,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"num_classes={num_classes} but the data has {train_ds.num_classes} classes; "
             "set num_classes=null to use the dataset's count"
         )
-    sample = _sample(train_ds, dev)
+    sample = _sample(train_ds, dev, cfg)
     in_chans = int(sample.shape[1])
     train_loader, val_loader = build_loaders(cfg, info, train_ds, val_ds)
     if len(train_loader) == 0:
@@ -259,27 +285,21 @@ def build(cfg: Config, info: DistInfo) -> Components:
         )
     autocast = autocast_factory(cfg.precision, dev)
     model = _student(cfg, num_classes, in_chans, dev)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, info)
 
-    loss_cls = loss_class(cfg.loss_name) if cfg.loss_name else None
-    tap, in_features = None, None
-    if needs(loss_cls, "requires_features"):
-        tap, in_features = _weak_head_input(cfg, model, sample)
-    loss_module = build_loss_module(cfg, num_classes=num_classes, in_features=in_features)
-    if loss_module is not None:
-        loss_module.to(dev)
-    objective = Objective(cfg, loss_module)
-
+    plans = plan_terms(cfg)
+    tap_terms = [p.name for p in plans if p.needs_teacher_taps]
     pre = Preflight()
-    pre.add("method", f"{cfg.method}  (loss terms: {', '.join(objective.term_names()[1:])})")
+    pre.add("method", f"{cfg.method}  (loss terms: ce{''.join(', ' + p.name for p in plans)})")
     pre.add("student", f"{cfg.model}  ({count_parameters(model)} params, {num_classes} classes)")
-    if tap is not None:
-        pre.add("weak head", f"feature {tap.path!r} -> Linear({in_features}, {num_classes})")
-    teacher, teacher_meta = None, {}
-    if objective.requires_teacher:
+    teacher, teacher_model, teacher_meta = None, None, {}
+    if any(p.needs_teacher for p in plans):
         teacher, teacher_model, teacher_meta = build_teacher(
-            cfg, num_classes, info, train_loader, autocast, in_chans
+            cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
         if teacher_model is not None:
+            check_teacher_input(sample, teacher_meta, cfg.teacher.model or "")
             check_teacher_classes(teacher_model, sample, num_classes, cfg.teacher.model or "")
             t_metrics = evaluate(
                 teacher_model,
@@ -289,16 +309,27 @@ def build(cfg: Config, info: DistInfo) -> Components:
                 device=dev,
                 channels_last=cfg.channels_last,
                 dist_info=info,
+                desc="teacher eval",
             )
             check_teacher_top1(t_metrics["top1"], cfg.teacher.min_top1, cfg.teacher.model or "")
-            cached = f", outputs cached in {cfg.teacher.cache}" if cfg.teacher.cache else ""
             pre.add(
                 "teacher",
                 f"{cfg.teacher.model}  ({count_parameters(teacher_model)} params, "
-                f"{num_classes} classes, val top-1 {t_metrics['top1']:.2f}%{cached})",
+                f"{num_classes} classes, val top-1 {t_metrics['top1']:.2f}%)",
             )
-        else:
-            pre.add("teacher", f"outputs cached in {cfg.teacher.cache}")
+        pre.add("teacher source", _teacher_source(cfg, tap_terms))
+    objective, term_rows = build_objective(
+        cfg,
+        plans,
+        student=model,
+        teacher=teacher_model if tap_terms else None,
+        sample=sample,
+        num_classes=num_classes,
+        num_samples=len(train_ds),
+        train_labels=train_ds.labels,
+    )
+    for label, text in term_rows:
+        pre.add(label, text)
     pre.add(
         "data",
         f"{cfg.data.name}: {len(train_ds)} train / {len(val_ds)} "
@@ -312,7 +343,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
 
     o, s = cfg.optim, cfg.sched
     optimizer = build_optimizer(
-        [model] + ([loss_module] if loss_module is not None else []),
+        [model, objective],
         name=o.name,
         lr=o.lr,
         momentum=o.momentum,
@@ -343,8 +374,9 @@ def build(cfg: Config, info: DistInfo) -> Components:
     if cfg.compile:
         ddp_model = torch.compile(ddp_model)
 
-    from unikd.models import pool_feature
-
+    # Attached after the EMA copy (which must not inherit the hooks) and before the first step.
+    student_taps = TapSet(model, student_specs(objective))
+    teacher_taps = TapSet(teacher_model, teacher_specs(objective))
     c = Components(
         cfg=cfg,
         info=info,
@@ -356,23 +388,26 @@ def build(cfg: Config, info: DistInfo) -> Components:
         val_loader=val_loader,
         model=model,
         ddp_model=ddp_model,
-        loss_module=loss_module,
         objective=objective,
-        tap=tap,
-        pool=pool_feature,
+        student_taps=student_taps,
+        teacher_taps=teacher_taps,
         teacher=teacher,
         teacher_meta=teacher_meta,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
         ema=ema,
-        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard),
+        run_dir=RunDir(cfg.out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, trackers=cfg.trackers),
         state=TrainState(),
         autocast=autocast,
+        input_size=tuple(sample.shape[2:]),
     )
     resumed = restore(c)
     per_rank = cfg.data.batch_size // info.world_size
     pre.add("batch", f"{cfg.data.batch_size} global = {per_rank} x {info.world_size} rank(s)")
+    if info.distributed and has_batchnorm(model):
+        pre.add("batchnorm", "SyncBatchNorm (global batch statistics)" if cfg.sync_bn else
+                f"per-rank statistics over {per_rank} images (sync_bn=true on CUDA: global statistics)")
     pre.add(
         "lr",
         f"{o.name} lr={o.lr:g} (not scaled with the batch), wd={o.weight_decay:g}, "
@@ -397,3 +432,14 @@ def build(cfg: Config, info: DistInfo) -> Components:
     if info.is_main:
         log.info("%s", pre.table())
     return c
+
+
+def _teacher_source(cfg: Config, tap_terms: list[str]) -> str:
+    """Which teacher outputs the run uses, and why (a preflight row)."""
+    cache = cfg.teacher.cache
+    if tap_terms:
+        why = f"term(s) {', '.join(tap_terms)} read the teacher's features"
+        return f"live model ({why}; the cache {cache} holds logits only)" if cache else f"live model ({why})"
+    if cache:
+        return f"cache {cache} (every term needs only the teacher's logits)"
+    return "live model"

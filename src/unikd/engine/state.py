@@ -24,6 +24,7 @@ class TrainState:
     epoch_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
     epoch_steps: int = 0
     epoch_images: int = 0
+    epoch_correct: int = 0
     epoch_train_seconds: float = 0.0
     wall_seconds: float = 0.0
     last_lr: float | None = None  # lr of the latest step (logged per epoch)
@@ -32,6 +33,7 @@ class TrainState:
         self.epoch_sums = torch.zeros(n_terms, dtype=torch.float64)
         self.epoch_steps = 0
         self.epoch_images = 0
+        self.epoch_correct = 0
         self.epoch_train_seconds = 0.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -46,6 +48,7 @@ class TrainState:
             "epoch_sums": self.epoch_sums.clone(),
             "epoch_steps": self.epoch_steps,
             "epoch_images": self.epoch_images,
+            "epoch_correct": self.epoch_correct,
             "epoch_train_seconds": self.epoch_train_seconds,
             "wall_seconds": self.wall_seconds,
             "last_lr": self.last_lr,
@@ -61,6 +64,7 @@ class TrainState:
         self.epoch_sums = sd["epoch_sums"].clone().to(torch.float64)
         self.epoch_steps = int(sd["epoch_steps"])
         self.epoch_images = int(sd["epoch_images"])
+        self.epoch_correct = int(sd.get("epoch_correct", 0))  # absent in checkpoints of older versions
         self.epoch_train_seconds = float(sd["epoch_train_seconds"])
         self.wall_seconds = float(sd["wall_seconds"])
         self.last_lr = sd.get("last_lr")

@@ -16,9 +16,18 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from unikd.engine.checkpoint import load_checkpoint, load_state_dict_any
+from unikd.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_state_dict_any
 
-CHECKPOINT_FORMAT = "unikd-checkpoint"
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LiveTeacher",
+    "TeacherSource",
+    "freeze",
+    "load_teacher_model",
+    "load_weights",
+    "open_cached_teacher",
+    "read_weights",
+]
 
 
 class TeacherSource(Protocol):
@@ -58,7 +67,8 @@ def read_weights(path: str | Path, *, what: str) -> tuple[dict[str, Tensor], dic
         return load_state_dict_any(path), {}
     obj = load_checkpoint(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        meta = {k: obj.get(k) for k in ("model_name", "num_classes", "in_chans", "data", "method", "epoch")}
+        keys = ("model_name", "num_classes", "in_chans", "input_size", "data", "method", "epoch")
+        meta = {k: obj.get(k) for k in keys}
         return dict(obj["model"]), meta
     return load_state_dict_any(path), {}
 
@@ -89,15 +99,36 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], *, path: str | Path
 
 
 def load_teacher_model(
-    model_name: str, checkpoint: str | Path, *, num_classes: int, device: torch.device, in_chans: int = 3
+    model_name: str,
+    checkpoint: str | Path | None,
+    *,
+    num_classes: int,
+    device: torch.device,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    dataset: str | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``model_name`` and load ``checkpoint`` into it; returns the frozen model and checkpoint meta.
 
     A unikd checkpoint records the model it was saved from: a different ``teacher.model`` is an error
     (rather than a confusing key mismatch). Its class count wins over ``num_classes`` so that the
-    preflight can report a mismatch with the student clearly.
+    preflight can report a mismatch with the student clearly. ``pretrained=True`` (no checkpoint) takes
+    the library's weights or the teacher registry's entry for ``dataset`` (:mod:`unikd.engine.pretrained`).
     """
     from unikd.models import create_model
+
+    if pretrained:
+        from unikd.engine.pretrained import pretrained_model
+
+        model, meta = pretrained_model(
+            model_name, num_classes=num_classes, in_chans=in_chans, dataset=dataset, **(model_args or {})
+        )
+        return freeze(model.to(device)), meta
+    if checkpoint is None:
+        raise ValueError(
+            "teacher.checkpoint is not set; give a checkpoint file or set teacher.pretrained=true"
+        )
 
     state, meta = read_weights(checkpoint, what="teacher.checkpoint")
     saved_name = meta.get("model_name")
@@ -108,7 +139,8 @@ def load_teacher_model(
         )
     n = int(meta.get("num_classes") or num_classes)
     chans = int(meta.get("in_chans") or in_chans)
-    model = create_model(model_name, num_classes=n, **({} if chans == 3 else {"in_chans": chans}))
+    extra = {**({} if chans == 3 else {"in_chans": chans}), **(model_args or {})}
+    model = create_model(model_name, num_classes=n, **extra)
     load_weights(model, state, path=checkpoint, what="teacher.checkpoint")
     return freeze(model.to(device)), meta
 

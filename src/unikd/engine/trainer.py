@@ -30,10 +30,14 @@ from unikd.engine.distributed import (
     init_distributed,
 )
 from unikd.engine.evaluate import evaluate
+from unikd.engine.final_test import final_test, wants_final_test
+from unikd.engine.last_checkpoint import save_last
 from unikd.engine.progress import progress
 from unikd.engine.resume import rng_state
+from unikd.engine.run_folder import claim_run_folder, resolve_out_dir
 from unikd.engine.setup import Components, build
 from unikd.engine.step import check_finite
+from unikd.engine.write_errors import inside, run_write_error
 
 log = logging.getLogger("unikd")
 
@@ -67,11 +71,13 @@ def train(cfg: Config) -> dict[str, Any]:
     ensure_log_handler()
     info = init_distributed(cfg.device)
     try:
-        trainer = Trainer(build(cfg, info))
-        summary = trainer.fit()
-        # Teardown: drop the DDP wrapper (and its reducer) first, then let all ranks reach the group's
-        # destruction together; gloo can abort (SIGABRT) a process whose peer tears down first.
-        del trainer
+        cfg = resolve_out_dir(cfg, info)
+        with claim_run_folder(cfg, info):  # rank 0 locks out_dir for the whole run
+            trainer = Trainer(build(cfg, info))
+            summary = trainer.fit()
+            # Teardown: drop the DDP wrapper (and its reducer) first, then let all ranks reach the group's
+            # destruction together; gloo can abort (SIGABRT) a process whose peer tears down first.
+            del trainer
         barrier(info)
         return summary
     finally:
@@ -120,6 +126,8 @@ class Trainer:
                 self._train_epoch(epoch)
                 self._end_epoch(epoch)
             summary = self._summary(finished=True)
+            if wants_final_test(self.cfg):
+                summary.update(final_test(c))
             c.run_dir.write_summary(summary)
             if c.info.is_main:
                 log.info(
@@ -130,10 +138,13 @@ class Trainer:
                     c.run_dir.path,
                 )
             return summary
+        except OSError as exc:
+            if inside(exc.filename, c.run_dir.path):  # disk full, permission denied, read-only folder
+                raise run_write_error(exc, c.run_dir.path, saved_step=c.state.saved_step) from exc
+            raise
         finally:
             self._restore_signals()
-            if c.tap is not None:
-                c.tap.remove()
+            c.remove_taps()
             c.run_dir.close()
 
     def _train_epoch(self, epoch: int) -> None:
@@ -151,8 +162,9 @@ class Trainer:
         )
         t_epoch = time.perf_counter() - st.epoch_train_seconds
         for batch in bar:
-            values = self._step(batch, epoch, st.position, steps)
+            values, correct = self.step(batch, epoch, st.position, steps)
             st.position += 1
+            st.epoch_correct += correct
             st.global_step += 1
             st.epoch_sums += values.double()
             st.epoch_steps += 1
@@ -169,8 +181,10 @@ class Trainer:
             )
         st.position = 0
 
-    def _step(self, batch: Any, epoch: int, position: int, steps: int) -> torch.Tensor:
-        """One optimiser step; returns the loss terms averaged over ranks (float32, term_names order)."""
+    def step(self, batch: Any, epoch: int, position: int, steps: int) -> tuple[torch.Tensor, int]:
+        """One optimiser step on ``batch`` (step ``position`` of ``steps`` in ``epoch``); returns the loss
+        terms averaged over ranks (float32, ``objective.term_names()`` order) and the number of training rows
+        (all ranks) whose top-1 prediction hit the (hard or argmax) target."""
         c = self.c
         # Stop before the forward pass: in train mode it already updates BatchNorm statistics, which the
         # checkpoint must not contain for a step that is not taken. All ranks agree on the stop step.
@@ -183,21 +197,26 @@ class Trainer:
         images, target = batch.images, batch.target
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        # The teacher runs once for all terms; its taps (if any term reads features) fire in that forward.
         teacher_logits = c.teacher(images, epoch, batch.index) if c.teacher is not None else None
         with c.autocast():
             logits = c.ddp_model(images)
-            features = c.pool(c.tap.output) if c.tap is not None else None
             terms = c.objective(
                 logits,
                 target,
                 teacher_logits=teacher_logits,
-                features=features,
-                progress_epochs=epoch + (position + 1) / steps,
+                student_taps=c.student_taps.outputs(),
+                teacher_taps=c.teacher_taps.outputs(),
+                indices=batch.index,
+                epoch_progress=epoch + (position + 1) / steps,
             )
         names = c.objective.term_names()
+        hard = target if target.ndim == 1 else target.argmax(dim=1)
+        correct = (logits.detach().argmax(dim=1) == hard).sum().float()
         # Term values averaged over ranks: for logging, and so every rank sees a non-finite term.
-        values = all_reduce_sum(torch.stack([terms[n].detach().float() for n in names]), c.info)
-        values = values / c.info.world_size
+        reduced = all_reduce_sum(torch.stack([terms[n].detach().float() for n in names] + [correct]), c.info)
+        values = reduced[:-1] / c.info.world_size
+        n_correct = int(reduced[-1].item())
         check_finite(
             values.cpu(),
             names,
@@ -225,7 +244,7 @@ class Trainer:
         c.scheduler.step()
         if c.ema is not None:
             c.ema.update(c.model)
-        return values.cpu()
+        return values.cpu(), n_correct
 
     def _kept_checkpoint_note(self) -> str:
         last = self.c.run_dir.last
@@ -250,6 +269,9 @@ class Trainer:
         lr = st.last_lr if st.last_lr is not None else c.optimizer.param_groups[0]["lr"]
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr)}
         record.update({f"train/{n}": m for n, m in zip(names, means)})
+        # Running top-1 on the augmented training batches (mixed labels: their argmax): a cheap over-fit
+        # indicator next to val/top1, not a clean training-set accuracy.
+        record["train/top1"] = 100.0 * st.epoch_correct / max(st.epoch_images, 1)
         t_eval = time.perf_counter()
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             metrics = evaluate(
@@ -260,6 +282,7 @@ class Trainer:
                 device=c.info.device,
                 channels_last=cfg.channels_last,
                 dist_info=c.info,
+                desc=f"eval {epoch + 1}/{cfg.epochs}",
             )
         else:
             metrics = {k: None for k in ("top1", "top5", "nll", "ece")}
@@ -305,13 +328,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ files
 
     def _save_last(self) -> None:
-        self._save(self.c.run_dir.last)
+        self._save(self.c.run_dir.last, keep_previous=True)
         self.c.state.saved_step = self.c.state.global_step
 
-    def _save(self, path: Any) -> None:
+    def _save(self, path: Any, keep_previous: bool = False) -> None:
         if self.c.info.is_main:
             self.c.state.wall_seconds = time.perf_counter() - self._t0
-            atomic_save(self.c.checkpoint(rng_state()), path)
+            (save_last if keep_previous else atomic_save)(self.c.checkpoint(rng_state()), path)
 
     def _summary(self, *, finished: bool) -> dict[str, Any]:
         c, st, cfg = self.c, self.c.state, self.cfg

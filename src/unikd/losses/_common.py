@@ -5,6 +5,14 @@ float64 so that ``torch.autograd.gradcheck`` works), creates its helper tensors 
 avoids ``(N, C-1)`` copies: target columns are overwritten with the most negative finite float32 and one
 ordinary (log-)softmax is taken. A finite value instead of ``-inf`` keeps
 rows without any non-target class (C=2 with a two-class soft label) finite in value and gradient.
+
+Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs and soft labels"):
+
+- non-finite logits (NaN, +inf or -inf anywhere, target columns included) give a NaN loss, as torch's own
+  losses do: :func:`nan_if_nonfinite` (no host sync, so it also holds under ``torch.compile`` and on GPU);
+- soft labels are checked in eager mode by :func:`check_soft_labels`: finite, non-negative, each row
+  summing to 1 within ``SOFT_LABEL_ATOL`` (a ``ValueError`` names the problem); under ``torch.compile`` the
+  check is skipped and non-finite labels still give NaN.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# |row sum - 1| allowed for soft labels: rounding of a mixup/cutmix mixture stored in that dtype (bf16 keeps
+# 8 significant bits, fp16 11), with room for the accumulation error of a float32 sum over ~1e4 classes.
+SOFT_LABEL_ATOL = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 # Most negative finite float32: exp(MASK - anything) == 0, yet 0 * MASK == 0 (no NaN from 0 * -inf).
 MASK_VALUE = torch.finfo(torch.float32).min
 _F32_MAX = torch.finfo(torch.float32).max
@@ -125,11 +136,7 @@ def parse_target(
                 f"got {tuple(target.shape)}"
             )
         soft = as_float32(target)
-        # Value checks need a host sync; they are skipped while torch.compile traces (no graph break).
-        if not torch.compiler.is_compiling() and bool((soft < 0).any()):
-            raise ValueError(
-                "soft-label target has negative entries; labels must be non-negative (mixup weights)"
-            )
+        check_soft_labels(soft, atol=SOFT_LABEL_ATOL.get(target.dtype, 1e-2))
         value, index = soft.topk(max_targets, dim=1) if max_targets > 1 else soft.max(dim=1, keepdim=True)
         if max_targets > 1:
             # Unused columns (label value 0) point at column 0's class so masking them changes nothing.
@@ -151,6 +158,51 @@ def parse_target(
     raise ValueError(
         f"target must be int64 class indices (N,) or float soft labels (N, C), got dtype {target.dtype}"
     )
+
+
+def check_soft_labels(soft: Tensor, *, atol: float = 1e-3, name: str = "target") -> None:
+    """Soft labels ``(N, C)`` must be finite, non-negative and sum to 1 per row (within ``atol``).
+
+    Needs a host sync, so it runs in eager mode only (skipped while ``torch.compile`` traces).
+    """
+    if torch.compiler.is_compiling():
+        return
+    finite = torch.isfinite(soft)
+    if not bool(finite.all()):
+        row = int((~finite).any(dim=1).nonzero()[0])
+        raise ValueError(
+            f"soft-label {name} holds non-finite values (row {row}: {soft[row].tolist()[:8]}...); "
+            "labels must be finite probabilities: check the mixing weights / label pipeline"
+        )
+    if bool((soft < 0).any()):
+        raise ValueError(
+            f"soft-label {name} has negative entries; labels must be non-negative (mixup weights)"
+        )
+    sums = soft.sum(dim=1, dtype=torch.float64)
+    bad = (sums - 1.0).abs() > atol
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"soft-label {name} rows must sum to 1 (within {atol:g}), but row {row} sums to "
+            f"{float(sums[row]):.6g}; normalise the labels (target / target.sum(1, keepdim=True)) or pass "
+            "class indices"
+        )
+
+
+def nan_if_nonfinite(loss: Tensor, *inputs: Tensor | None) -> Tensor:
+    """``loss``, or NaN when the loss or any of ``inputs`` holds NaN or +-inf (torch's own losses give NaN).
+
+    Pass the inputs whose bad values masking (target columns, top-k, ranks) could hide from the result; a
+    loss to which every input element contributes (an MSE) needs none: its own inf becomes NaN here. A
+    diverging run's loss is then NaN, so the trainer stops with its non-finite-loss message instead of
+    training on. ``sum(x * 0)`` is 0 for finite inputs and NaN otherwise (no overflow, no host sync, one
+    cheap pass; ``isfinite().all()`` costs ~10x more on CPU). Gradients are those of ``loss``.
+    """
+    guard = loss.detach() - loss.detach()  # 0, or NaN when the loss itself is inf or NaN
+    for x in inputs:
+        if x is not None:
+            guard = guard + (x.detach() * 0).sum().to(loss.dtype)
+    return loss + guard
 
 
 def masked_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
@@ -204,6 +256,8 @@ def _sorted_keys(scores: Tensor, low_mask: int) -> tuple[Tensor, Tensor]:
         # numpy: its int64 bit operations are vectorised (torch's are several times slower on CPU) and its
         # sort is about 2x faster than torch.sort, which also builds an index tensor.
         key = scores.detach().float().numpy().astype(np.float64)
+        # NaN would break the bit trick (garbage classes); the loss is NaN then anyway (nan_if_nonfinite).
+        np.nan_to_num(key, copy=False, nan=0.0)
         np.clip(key, -_F32_MAX, _F32_MAX, out=key)  # +-inf | bits would be NaN
         key += 0.0  # -0.0 -> +0.0, so equal scores share their high bits
         bits = key.view(np.int64)
@@ -212,7 +266,7 @@ def _sorted_keys(scores: Tensor, low_mask: int) -> tuple[Tensor, Tensor]:
         cls = sorted_bits & low_mask
         cls ^= low_mask
         return torch.from_numpy(cls), torch.from_numpy(sorted_bits)
-    key = scores.detach().float().to(torch.float64).clamp_(-_F32_MAX, _F32_MAX).add_(0.0)
+    key = scores.detach().float().to(torch.float64).nan_to_num_(0.0).clamp_(-_F32_MAX, _F32_MAX).add_(0.0)
     low = low_mask - torch.arange(c, device=scores.device, dtype=torch.int64).view(1, c)
     sorted_bits = torch.sort((key.view(torch.int64) | low).view(torch.float64), dim=1).values.view(
         torch.int64

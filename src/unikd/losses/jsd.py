@@ -69,8 +69,7 @@ def jsd_kernel(zs: Tensor, zt: Tensor, *, beta: float, temperature: float, denom
 class JSDLoss(nn.Module):
     """Module form of :func:`jsd_loss`, called as ``loss(student_logits, teacher_logits, target=None)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits",)
 
     def __init__(self, *, beta: float = 0.5, temperature: float = 1.0) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """Normalized knowledge distillation, NKD (Yang, Zeng, Li, Zhang, Yuan and Li, "From Knowledge Distillation to
 Self-Knowledge Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels", ICCV 2023,
-arXiv:2303.13005; official code github.com/yzd-v/cls_KD)."""
+arXiv:2303.13005; official code github.com/yzd-v/cls_KD), optionally on standardized logits (a combination
+with Sun et al., CVPR 2024, that neither paper evaluated)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from ._common import (
     check_logits,
     check_pair,
     check_positive,
+    nan_if_nonfinite,
     parse_target,
 )
+from .standardize import check_flag, standardize_logits
 
 
 def nkd_loss(
@@ -25,6 +28,7 @@ def nkd_loss(
     *,
     temperature: float = 1.0,
     gamma: float = 1.5,
+    standardize: bool = False,
 ) -> Tensor:
     """``-T_t log S_t - gamma * lambda**2 * sum_{i != t} N(T^lambda)_i log N(S^lambda)_i``, batch mean.
 
@@ -40,6 +44,9 @@ def nkd_loss(
         temperature: lambda > 0. Default 1.0 (official ImageNet configs; their CIFAR-100 config uses 3.0).
         gamma: weight of the non-target term. Default 1.5 (ImageNet CNNs; DeiT configs use 1.0, the CIFAR-100
             config 3.5).
+        standardize: z-score both logits per sample first (logit standardization); T_t, S_t and both
+            non-target distributions are then taken on the standardized logits. This combination is new:
+            no published setting or result exists for it.
 
     The gradient is computed analytically in the forward pass (double backward is not supported); the loss
     value uses ``sum q log N = sum q z - logsumexp``, accurate to ~1e-7 times the logit magnitude.
@@ -50,8 +57,44 @@ def nkd_loss(
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)  # index (N, 1)
+    if check_flag(standardize, "standardize"):
+        # autograd carries _NKD's analytic gradient back through the z-score
+        zs, zt = standardize_logits(zs), standardize_logits(zt)
+    loss = nkd_kernel(zs, zt, tg.index, temperature=lam, gamma=g, denom=n)
+    return nan_if_nonfinite(loss, zs, zt, tg.soft)  # docs/losses.md
+
+
+@torch.no_grad()
+def nkd_nontarget_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 1.0,
+    gamma: float = 1.5,
+) -> Tensor:
+    """NKD's non-target term in KL form: ``gamma * lambda**2 * KL(N(T^lambda) || N(S^lambda))``, batch mean.
+
+    :func:`nkd_loss` uses the cross-entropy form ``-gamma lambda^2 sum_{i != t} N(T^lambda)_i log
+    N(S^lambda)_i``, which equals ``gamma lambda^2 (H(N(T^lambda)) + KL(N(T^lambda) || N(S^lambda)))``: the
+    teacher's non-target entropy is a constant for the student, so both forms have the same gradient, but
+    only the KL form is >= 0 and reaches 0 when the student's non-target distribution matches the teacher's.
+    For monitoring (no gradient); same arguments and target handling as :func:`nkd_loss`. Per-row values
+    are clamped at 0 (float rounding could otherwise leave -1e-9).
+    """
+    lam = check_positive(temperature, "temperature")
+    g = check_finite(gamma, "gamma")
+    zs = check_logits(student_logits, "student_logits")
+    zt = check_logits(teacher_logits, "teacher_logits")
+    check_pair(zs, zt, "teacher_logits")
+    n, c = zs.shape
     idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
-    return nkd_kernel(zs, zt, idx, temperature=lam, gamma=g, denom=n)
+    log_n_s = (zs / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(S^lambda)
+    log_q = (zt / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(T^lambda)
+    q = log_q.exp()  # exactly 0 at the target
+    kl = torch.where(q > 0, q * (log_q - log_n_s), 0.0).sum(dim=1).clamp_min(0.0)  # (N,)
+    return g * lam * lam * kl.mean()
 
 
 def nkd_kernel(
@@ -118,18 +161,23 @@ class _NKD(torch.autograd.Function):
 class NKDLoss(nn.Module):
     """Module form of :func:`nkd_loss`, called as ``loss(student_logits, teacher_logits, target)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits", "target")
 
-    def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5) -> None:
+    def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5, standardize: bool = False) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
         self.gamma = check_finite(gamma, "gamma")
+        self.standardize = check_flag(standardize, "standardize")
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> Tensor:
         return nkd_loss(
-            student_logits, teacher_logits, target, temperature=self.temperature, gamma=self.gamma
+            student_logits,
+            teacher_logits,
+            target,
+            temperature=self.temperature,
+            gamma=self.gamma,
+            standardize=self.standardize,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gamma={self.gamma}"
+        return f"temperature={self.temperature}, gamma={self.gamma}, standardize={self.standardize}"

@@ -49,8 +49,7 @@ def reverse_kl_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: floa
 class ReverseKLLoss(nn.Module):
     """Module form of :func:`reverse_kl_loss`: ``loss(student_logits, teacher_logits, target=None)``."""
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits",)
 
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()

@@ -149,14 +149,15 @@ class TAIDSchedule(nn.Module):
 class TAIDLoss(nn.Module):
     """:func:`taid_loss` at the schedule's current ``t``, with the schedule (``self.schedule``) as its state.
 
-    Called as ``loss(student_logits, teacher_logits, target=None, *, progress=None)``. In training mode with
-    ``progress`` (= ``step / total_steps``) given, the schedule is updated with this call's loss after it
-    is computed, as the official code does on every training forward. Save and resume the schedule with the
-    module's ``state_dict()``.
+    Called as ``loss(student_logits, teacher_logits, epoch_progress=None, target=None, *, progress=None)``.
+    In training mode with ``progress`` (= ``step / total_steps``) given, the schedule is updated with this
+    call's loss after it is computed, as the official code does on every training forward. The training
+    harness passes ``epoch_progress`` (finished epochs) and builds the module with ``total_epochs``, which
+    give ``progress = epoch_progress / total_epochs``. Save and resume the schedule with the module's
+    ``state_dict()``.
     """
 
-    requires_teacher = True
-    requires_features = False
+    requires = ("teacher_logits", "epoch_progress")
 
     def __init__(
         self,
@@ -167,8 +168,13 @@ class TAIDLoss(nn.Module):
         beta: float = 0.99,
         adaptive: bool = True,
         temperature: float = 1.0,
+        total_epochs: int | None = None,
     ) -> None:
         super().__init__()
+        if total_epochs is not None and (isinstance(total_epochs, bool) or int(total_epochs) != total_epochs
+                                         or total_epochs < 1):
+            raise ValueError(f"total_epochs must be a positive integer or None, got {total_epochs!r}")
+        self.total_epochs = None if total_epochs is None else int(total_epochs)
         self.schedule = TAIDSchedule(t_start=t_start, t_end=t_end, alpha=alpha, beta=beta, adaptive=adaptive)
         self.temperature = check_positive(temperature, "temperature")
 
@@ -176,10 +182,13 @@ class TAIDLoss(nn.Module):
         self,
         student_logits: Tensor,
         teacher_logits: Tensor,
+        epoch_progress: float | None = None,
         target: Tensor | None = None,
         *,
         progress: float | None = None,
     ) -> Tensor:
+        if progress is None and epoch_progress is not None and self.total_epochs is not None:
+            progress = min(1.0, float(epoch_progress) / self.total_epochs)
         loss = taid_loss(student_logits, teacher_logits, t=self.schedule.t, temperature=self.temperature)
         if self.training and progress is not None:
             self.schedule.update(loss.detach(), progress)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_logits, check_positive, parse_target
+from ._common import check_logits, check_positive, nan_if_nonfinite, parse_target
 
 
 def tfkd_loss(
@@ -47,14 +47,14 @@ def tfkd_loss(
             pd = tg.soft.to(zs.dtype) * (a - off) + off
         log_q = (pd / t).log_softmax(dim=1)  # (N, C) virtual teacher, log-probabilities
     log_s = zs.log_softmax(dim=1)
-    return torch.nn.functional.kl_div(log_s, log_q, reduction="batchmean", log_target=True)
+    loss = torch.nn.functional.kl_div(log_s, log_q, reduction="batchmean", log_target=True)
+    return nan_if_nonfinite(loss, zs, tg.soft)  # NaN for non-finite logits (docs/losses.md)
 
 
 class TfKDLoss(nn.Module):
     """Module form of :func:`tfkd_loss`, called as ``loss(student_logits, target)``."""
 
-    requires_teacher = False
-    requires_features = False
+    requires = ("target",)
 
     def __init__(self, *, correct_prob: float = 0.99, temperature: float = 20.0) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from ._common import (
     check_finite,
     check_logits,
     check_pair,
+    nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
     zipf_rank_weights,
@@ -70,7 +71,10 @@ def uskd_loss(
     check_pair(zs, zw, "weak_logits")
     n, c = zs.shape
     tg = parse_target(target, n, c, max_targets=2, device=zs.device)  # class indices give one column
-    return uskd_kernel(zs, zw, tg.index, tg.value, tg.soft, alpha=a, beta=b, mu=m, rank=rank, denom=n)
+    # label values in the logits' dtype: float64 labels with float32 logits must not mix dtypes
+    value = tg.value.to(zs.dtype)
+    loss = uskd_kernel(zs, zw, tg.index, value, tg.soft, alpha=a, beta=b, mu=m, rank=rank, denom=n)
+    return nan_if_nonfinite(loss, zs, zw, tg.soft)  # NaN for non-finite logits (docs/losses.md)
 
 
 def uskd_kernel(
@@ -217,16 +221,66 @@ def _rank_score(
     return score.scatter_(1, idx, target_score)
 
 
-class USKDLoss(nn.Module):
-    """USKD with its weak head: ``loss(student_logits, features, target)``.
+@torch.no_grad()
+def uskd_nontarget_kl(
+    student_logits: Tensor,
+    weak_logits: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 0.1,
+    rank: str = "paper",
+) -> Tensor:
+    """USKD's non-target term in KL form: ``beta * KL(Z || N(S))``, batch mean, Z the Zipf labels.
 
-    Owns ``self.head = nn.Linear(in_features, num_classes)``, applied to ``features`` ``(N, in_features)``
-    (an intermediate feature pooled to a vector, e.g. with ``unikd.models.pool_feature``). Put this module's
-    parameters in the optimizer together with the student's.
+    :func:`uskd_loss` uses ``-beta sum_{i not target} Z_i log N(S)_i`` = ``beta (H(Z) + KL(Z || N(S)))``.
+    H(Z), the entropy of the Zipf labels, depends only on the class count and on the target's rank (for
+    C = 100: 3.95 nats when the target ranks first, 3.67 when it ranks last), so it is a floor of the logged
+    term that no student can go below; the KL form is >= 0 and is 0 exactly when N(S) equals the Zipf
+    labels. Same arguments, ranking and target handling as :func:`uskd_loss` (``alpha`` and ``mu`` do not
+    enter this term); for monitoring (no gradient). Per-row values are clamped at 0.
+    """
+    if rank not in RANK_MODES:
+        raise ValueError(
+            f"unknown rank {rank!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
+        )
+    b = check_finite(beta, "beta")
+    zs = check_logits(student_logits, "student_logits")
+    zw = check_logits(weak_logits, "weak_logits")
+    check_pair(zs, zw, "weak_logits")
+    n, c = zs.shape
+    tg = parse_target(target, n, c, max_targets=2, device=zs.device)
+    idx, valid = tg.index, tg.value > 0
+    # The same quantities as _USKD.forward (see there), computed without the gradient bookkeeping.
+    ms = zs.scatter(1, idx, MASK_VALUE)  # (N, C) non-target logits
+    log_n_s = ms.log_softmax(dim=1)  # (N, C) log N(S)
+    n_s = log_n_s.exp()
+    lse_nt = ms.logsumexp(dim=1, keepdim=True)
+    zs_t = zs.gather(1, idx)
+    if c > idx.shape[1]:
+        lse_all = torch.logaddexp(lse_nt, zs_t.masked_fill(~valid, float("-inf")).logsumexp(1, keepdim=True))
+    else:
+        lse_all = zs.logsumexp(dim=1, keepdim=True)
+    log_s_t = zs_t - lse_all
+    w = zw.softmax(dim=1)
+    log_w_t = zw.gather(1, idx) - zw.logsumexp(dim=1, keepdim=True)
+    score = _rank_score(rank, zs, zw, n_s, w, log_w_t, log_s_t, lse_nt, lse_all, idx, valid)
+    zipf = normalise_nontarget(zipf_rank_weights(score), idx)  # (N, C), 0 at the targets
+    kl = torch.where(zipf > 0, zipf * (zipf.clamp_min(1e-45).log() - log_n_s), 0.0).sum(dim=1)
+    return b * kl.clamp_min(0.0).mean()
+
+
+class USKDLoss(nn.Module):
+    """USKD with its weak head: ``loss(student_logits, student_embedding, target)``.
+
+    Owns ``self.head = nn.Linear(in_features, num_classes)``, applied to ``student_embedding``
+    ``(N, in_features)``: an intermediate feature pooled to a vector (e.g. with
+    ``unikd.models.pool_feature``); the training harness pools the output of the ``uskd`` tap (the config
+    key ``feature``). Put this module's parameters in the optimizer together with the student's.
     """
 
-    requires_teacher = False
-    requires_features = True
+    requires = ("student_embedding", "target")
+    # the pooled feature comes from the USKD tap (an intermediate stage), not the pre-classifier feature
+    embedding_tap = "uskd"
 
     def __init__(
         self,
@@ -254,7 +308,8 @@ class USKDLoss(nn.Module):
         self.mu = check_finite(mu, "mu")
         self.rank = rank
 
-    def forward(self, student_logits: Tensor, features: Tensor, target: Tensor) -> Tensor:
+    def forward(self, student_logits: Tensor, student_embedding: Tensor, target: Tensor) -> Tensor:
+        features = student_embedding
         if (
             not isinstance(features, Tensor)
             or features.dim() != 2
@@ -262,8 +317,9 @@ class USKDLoss(nn.Module):
         ):
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
             raise ValueError(
-                f"features must have shape (N, {self.head.in_features}), got {shape}; pool 4-D feature maps "
-                "(or take the ViT cls token) first, e.g. with unikd.models.pool_feature"
+                f"student_embedding (the weak head's features) must have shape (N, {self.head.in_features}), "
+                f"got {shape}; pool 4-D feature maps (or take the ViT cls token) first, e.g. with "
+                "unikd.models.pool_feature"
             )
         weak = self.head(features.to(self.head.weight.dtype))
         return uskd_loss(

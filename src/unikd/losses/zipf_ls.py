@@ -10,6 +10,7 @@ from ._common import (
     check_logits,
     check_positive,
     masked_log_softmax,
+    nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
     zipf_rank_weights,
@@ -41,23 +42,23 @@ def zipf_ls_loss(
     p = check_positive(power, "power")
     zs = check_logits(student_logits, "student_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, device=zs.device)
+    idx = tg.index  # (N, 1)
     with torch.no_grad():
         z = normalise_nontarget(zipf_rank_weights(zs, power=p, ties="min"), idx)  # (N, C), 0 at the target
         ent = torch.special.xlogy(z, z).sum(dim=1)  # sum Z log Z, the constant part of the KL
     nls = masked_log_softmax(zs, idx)
     per_sample = ent - (z * nls).sum(dim=1)  # (N,)
     if not only_correct:
-        return per_sample.mean()
+        return nan_if_nonfinite(per_sample.mean(), zs, tg.soft)  # docs/losses.md
     correct = (zs.detach().argmax(dim=1, keepdim=True) == idx).squeeze(1).float()
-    return (per_sample * correct).sum() / correct.sum().clamp_min(1.0)
+    return nan_if_nonfinite((per_sample * correct).sum() / correct.sum().clamp_min(1.0), zs, tg.soft)
 
 
 class ZipfLSLoss(nn.Module):
     """Module form of :func:`zipf_ls_loss`, called as ``loss(student_logits, target)``."""
 
-    requires_teacher = False
-    requires_features = False
+    requires = ("target",)
 
     def __init__(self, *, power: float = 1.0, only_correct: bool = False) -> None:
         super().__init__()

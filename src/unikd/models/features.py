@@ -48,15 +48,26 @@ class FeatureTap:
         with FeatureTap(model, "layer2") as tap:
             logits = model(x)
             feat = pool_feature(tap.output)   # (N, C)
+
+    ``capture="input"`` captures the submodule's (first positional) input instead, e.g. the pre-classifier
+    embedding as the input of the final ``nn.Linear``.
     """
 
-    def __init__(self, model: nn.Module, path: str) -> None:
+    def __init__(self, model: nn.Module, path: str, *, capture: str = "output") -> None:
+        if capture not in ("output", "input"):
+            raise ValueError(f"capture must be 'output' or 'input', got {capture!r}")
         self.model = model
         self.path = path
+        self.capture = capture
         self.module = resolve_module(model, path)
         self._output: Any = None
+        hook = (
+            self.module.register_forward_hook(self._capture)
+            if capture == "output"
+            else self.module.register_forward_pre_hook(self._capture_input)
+        )
         self._handles = [
-            self.module.register_forward_hook(self._capture),
+            hook,
             # Clear at the start of every forward of the whole model so a stale tensor from an earlier pass
             # (or one where the submodule was skipped) is never returned.
             model.register_forward_pre_hook(self._clear),
@@ -64,6 +75,9 @@ class FeatureTap:
 
     def _capture(self, module: nn.Module, args: Any, output: Any) -> None:
         self._output = output
+
+    def _capture_input(self, module: nn.Module, args: Any) -> None:
+        self._output = args[0] if args else None
 
     def _clear(self, module: nn.Module, args: Any) -> None:
         self._output = None
@@ -100,7 +114,8 @@ class FeatureTap:
         self.remove()
 
     def __repr__(self) -> str:
-        return f"FeatureTap({type(self.model).__name__}, {self.path!r}, active={self.active})"
+        what = "" if self.capture == "output" else ", capture='input'"
+        return f"FeatureTap({type(self.model).__name__}, {self.path!r}{what}, active={self.active})"
 
 
 def pool_feature(t: Tensor) -> Tensor:

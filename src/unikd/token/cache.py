@@ -21,8 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unikd import integrity
 from unikd.cache import storage
-from unikd.cache.manifest import FORMAT_VERSION, CacheMismatchError, check_identity, normalise, read_manifest
+from unikd.cache.manifest import (
+    FORMAT_VERSION,
+    CacheMismatchError,
+    check_identity,
+    normalise,
+    read_manifest,
+    write_manifest,
+)
 
 from .sparse import TAIL_FLOOR, SparseTeacher, check_sparse_teacher, sparse_topk
 
@@ -129,7 +137,7 @@ class SparseTeacherWriter:
             self.array = storage.open_shard_for_write(
                 partial_path, self.row, (self.seq_len,), self.num_sequences
             )
-        storage.atomic_write_json({**self.header, "complete": False}, self.folder / PARTIAL)
+        write_manifest({**self.header, "complete": False}, self.folder / PARTIAL)
 
     @property
     def complete(self) -> bool:
@@ -199,8 +207,14 @@ class SparseTeacherWriter:
         final = self.folder / ARRAY
         storage.commit_shard(self.array, self.folder / PARTIAL_ARRAY, final)
         self.array = None
-        manifest = {**self.header, "complete": True, "file": ARRAY, "bytes": final.stat().st_size}
-        storage.atomic_write_json(manifest, self.folder / MANIFEST)
+        manifest = {
+            **self.header,
+            "complete": True,
+            "file": ARRAY,
+            "bytes": final.stat().st_size,
+            "sha256": integrity.sha256_file(final),
+        }
+        write_manifest(manifest, self.folder / MANIFEST)
         (self.folder / PARTIAL).unlink(missing_ok=True)
         return self.folder
 
@@ -244,7 +258,12 @@ class SparseTeacherCache:
         self.vocab_size = int(manifest["num_classes"])
         self.num_sequences = int(manifest["num_samples"])
         self.seq_len = int(manifest["seq_len"])
-        self.array = storage.open_shard(self.folder / manifest["file"])
+        path = self.folder / manifest["file"]
+        fix = "Delete the folder and rebuild it with SparseTeacherWriter."
+        what = "sparse-teacher cache array"
+        if not integrity.verify_file(path, manifest.get("sha256"), what=what, fix=fix):
+            integrity.warn_unverified(path, what)
+        self.array = storage.open_shard(path)
 
     @property
     def identity(self) -> dict[str, Any]:

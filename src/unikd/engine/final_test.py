@@ -1,0 +1,90 @@
+"""After training: score the selected and the last weights on the test split.
+
+When a run holds out a validation split (``data.val_split > 0``), the best epoch is chosen on that split and
+the test split is never looked at during training. This module then evaluates, once, the weights of the
+selected epoch (``best.pt``) and of the last epoch on the test split, so the reported test accuracy is free
+of selection bias. Without a validation split the validation set *is* the test set and nothing is added.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any
+
+from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.distributed import barrier
+from unikd.engine.evaluate import dataset_kwargs, evaluate
+from unikd.engine.teacher import load_weights
+
+log = logging.getLogger("unikd")
+
+METRICS = ("top1", "top5", "nll", "ece")
+
+
+def wants_final_test(cfg: Any) -> bool:
+    """True when the run selects its epoch on a held-out validation split and ``final_test`` is on."""
+    return bool(cfg.final_test) and cfg.data.val_split > 0 and cfg.data.loader == "memory"
+
+
+def final_test(c: Any) -> dict[str, Any]:
+    """``{"test_selected_top1": ..., "test_last_top1": ..., ...}`` for the components ``c`` of a run.
+
+    ``selected`` is the epoch with the best validation top-1 (``best.pt``), ``last`` the final weights (the
+    EMA when EMA is on, as for validation). Every rank scores its shard; the metrics are all-reduced.
+    """
+    from unikd.data import InMemoryLoader, create_dataset
+    from unikd.data.views import view_options
+
+    cfg = c.cfg
+    kwargs = dataset_kwargs(dataclasses.asdict(cfg.data), split="test", seed=cfg.seed)
+    test_ds = create_dataset(cfg.data.name, **kwargs)
+    # Normalise with the training statistics, exactly as validation does.
+    test_ds.mean, test_ds.std = c.train_ds.mean, c.train_ds.std
+    eval_bs = -(-cfg.data.eval_batch_size // c.info.world_size) * c.info.world_size
+    loader = InMemoryLoader(
+        test_ds,
+        eval_bs,
+        train=False,
+        seed=cfg.seed,
+        device=c.info.device,
+        rank=c.info.rank,
+        world_size=c.info.world_size,
+        **view_options(dataclasses.asdict(cfg.data)),  # eval geometry (crop=rrc)
+    )
+
+    def score(model: Any) -> dict[str, float]:
+        return evaluate(
+            model,
+            loader,
+            num_classes=c.num_classes,
+            precision=cfg.precision,
+            device=c.info.device,
+            channels_last=cfg.channels_last,
+            dist_info=c.info,
+        )
+
+    out: dict[str, Any] = {"test_count": len(test_ds)}
+    last = score(c.eval_model)
+    barrier(c.info)  # rank 0 wrote best.pt; every rank reads it
+    if c.run_dir.best.exists():
+        selected_model = copy.deepcopy(c.eval_model)
+        load_weights(
+            selected_model, load_checkpoint(c.run_dir.best)["model"], path=c.run_dir.best, what="checkpoint"
+        )
+        selected = score(selected_model)
+    else:  # no epoch was evaluated (cannot happen with eval_every <= epochs)
+        selected = {k: None for k in METRICS}
+    for k in METRICS:
+        out[f"test_selected_{k}"] = selected[k]
+        out[f"test_last_{k}"] = last[k]
+    if c.info.is_main:
+        log.info(
+            "test split (%d images): selected epoch %s top1=%.2f%%, last epoch top1=%.2f%%",
+            len(test_ds),
+            c.state.best_epoch,
+            selected["top1"] if selected["top1"] is not None else float("nan"),
+            last["top1"],
+        )
+    return out

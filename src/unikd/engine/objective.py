@@ -1,0 +1,208 @@
+"""The training objective: ``ce_weight * CE + sum_i weight_i * ramp_i(epoch) * term_i`` over named terms.
+
+A term is a loss module from ``unikd.losses``. The engine never switches on method names: it reads the
+module's ``requires`` (the names of its forward() arguments after ``student_logits``) and supplies them from
+the step's inputs. :data:`REQUIRES` is that vocabulary and :meth:`Objective._input` its one builder; extend
+both together (and docs/architecture.md). The values come back by name (``{"loss", "ce", "kd", "fitnet"}``)
+so that logging, the progress bar and the non-finite check reuse them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REQUIRES: dict[str, str] = {
+    "target": "int64 (N,) class indices, or float (N, C) soft labels (mixup/cutmix)",
+    "teacher_logits": "(N, C) float32, detached: the live teacher, the teacher-output cache, or (online "
+    "training) the other network's logits",
+    "student_features": "list of the student's outputs at the module's taps, in tap order (with gradient)",
+    "teacher_features": "list of the teacher's outputs at the module's taps (no gradient)",
+    "student_embedding": "(N, D) student feature at the module's embedding tap, pooled",
+    "teacher_embedding": "(N, D) teacher feature at the module's embedding tap, pooled",
+    "indices": "int64 (N,) dataset indices of the batch rows",
+    "epoch_progress": "float: finished epochs, counting this step, e.g. 2.25 a quarter into epoch 3",
+}
+TEACHER_INPUTS = frozenset({"teacher_logits", "teacher_features", "teacher_embedding"})
+TEACHER_TAP_INPUTS = frozenset({"teacher_features", "teacher_embedding"})
+# Keyword arguments of a module's __init__ that the engine supplies (everything else is a hyperparameter).
+CONTEXT: dict[str, str] = {
+    "num_classes": "int: classes of the student's head",
+    "num_samples": "int: size of the training set",
+    "student_shapes": "list of per-sample shapes (e.g. (C, H, W)) at the module's student taps",
+    "teacher_shapes": "list of per-sample shapes at the module's teacher taps",
+    "in_features": "int: width D of the student embedding",
+    "teacher_in_features": "int: width D of the teacher embedding",
+    "total_epochs": "int: the run's epochs",
+    "train_labels": "int64 (num_samples,) class of every training sample (CRD draws negatives by class)",
+}
+
+
+def requires_of(obj: Any) -> tuple[str, ...]:
+    """The validated ``requires`` of a loss module or class."""
+    name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+    req = getattr(obj, "requires", None)
+    if not isinstance(req, tuple) or not all(isinstance(r, str) for r in req):
+        raise ValueError(
+            f"loss module {name} must declare `requires` as a tuple of input names (e.g. "
+            f"('teacher_logits', 'target')); vocabulary: {', '.join(REQUIRES)}"
+        )
+    unknown = [r for r in req if r not in REQUIRES]
+    if unknown:
+        raise ValueError(
+            f"loss module {name} requires {unknown}, which the engine does not supply; vocabulary: "
+            f"{', '.join(REQUIRES)} (docs/architecture.md)"
+        )
+    return req
+
+
+def needs_teacher(obj: Any) -> bool:
+    """Whether a loss module or class reads anything of the teacher's."""
+    return any(r in TEACHER_INPUTS for r in requires_of(obj))
+
+
+def hyperparameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The config-settable arguments of a loss module class: its __init__ arguments that are not context."""
+    params = inspect.signature(cls).parameters.values()
+    return {
+        p.name: p
+        for p in params
+        if p.name not in CONTEXT
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+
+
+def context_arguments(cls: type) -> list[str]:
+    """The context keyword arguments (:data:`CONTEXT`) that a loss module class accepts."""
+    names = inspect.signature(cls).parameters
+    return [n for n in CONTEXT if n in names]
+
+
+@dataclass
+class Term:
+    """One named term: its module, weight, warm-up, and where its feature inputs are tapped."""
+
+    name: str
+    module: nn.Module
+    weight: float = 1.0
+    warmup_epochs: float = 0.0
+    student_taps: tuple[str, ...] = ()  # tap specs of student_features
+    teacher_taps: tuple[str, ...] = ()
+    student_embedding: str | None = None  # tap spec pooled into student_embedding
+    teacher_embedding: str | None = None
+    requires: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requires = requires_of(self.module)
+
+    def ramp(self, epoch_progress: float) -> float:
+        """Linear warm-up factor; per step rather than per epoch (DKD ramps per epoch), so no jumps."""
+        if self.warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, max(0.0, epoch_progress) / self.warmup_epochs)
+
+
+class Objective(nn.Module):
+    """The named loss terms of one training step; an ``nn.Module`` holding the term modules by name, so its
+    ``parameters()`` join the optimizer and its ``state_dict()`` the checkpoint.
+
+    Args:
+        terms: the terms, in logging order (names unique, not "loss" or "ce").
+        ce_weight: weight of the cross-entropy with the labels.
+        smoothing: label smoothing of that cross-entropy.
+    """
+
+    def __init__(self, terms: Sequence[Term] = (), *, ce_weight: float = 1.0, smoothing: float = 0.0) -> None:
+        super().__init__()
+        names = [t.name for t in terms]
+        bad = [n for n in names if n in ("loss", "ce") or names.count(n) > 1]
+        if bad:
+            raise ValueError(f"term names must be unique and not 'loss' or 'ce'; got {names}")
+        self.specs = list(terms)
+        self.terms = nn.ModuleDict({t.name: t.module for t in terms})
+        self.ce_weight = float(ce_weight)
+        self.smoothing = float(smoothing)
+
+    def term_names(self) -> list[str]:
+        return ["loss", "ce", *(t.name for t in self.specs)]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(r in TEACHER_INPUTS for t in self.specs for r in t.requires)
+
+    @property
+    def needs_teacher_taps(self) -> bool:
+        return any(r in TEACHER_TAP_INPUTS for t in self.specs for r in t.requires)
+
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        *,
+        teacher_logits: Tensor | None = None,
+        student_taps: Mapping[str, Tensor] | None = None,
+        teacher_taps: Mapping[str, Tensor] | None = None,
+        indices: Tensor | None = None,
+        epoch_progress: float = 0.0,
+    ) -> dict[str, Tensor]:
+        """Named 0-dim float32 terms; ``"loss"`` is the weighted total that is back-propagated.
+
+        ``student_taps`` / ``teacher_taps`` map tap specs to the tensors captured in this step's forward
+        passes (:class:`~unikd.engine.taps.TapSet`).
+        """
+        logits = logits.float()  # losses in fp32 even under autocast (softmax of low-precision logits)
+        ce = F.cross_entropy(logits, target, label_smoothing=self.smoothing)
+        out: dict[str, Tensor] = {"loss": self.ce_weight * ce, "ce": ce}
+        step = {
+            "target": target,
+            "teacher_logits": teacher_logits,
+            "student_taps": student_taps or {},
+            "teacher_taps": teacher_taps or {},
+            "indices": indices,
+            "epoch_progress": float(epoch_progress),
+            "pooled": {},
+        }
+        for term in self.specs:
+            kwargs = {name: self._input(name, term, step) for name in term.requires}
+            value = self.terms[term.name](logits, **kwargs)
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"term {term.name!r} must return a 0-dim loss tensor, got {shape}")
+            out[term.name] = value
+            out["loss"] = out["loss"] + (term.weight * term.ramp(epoch_progress)) * value
+        return out
+
+    @staticmethod
+    def _input(name: str, term: Term, step: dict[str, Any]) -> Any:
+        """The value of one ``requires`` name for ``term`` (the one place that knows the vocabulary)."""
+        if name in ("target", "epoch_progress"):
+            return step[name]
+        if name in ("teacher_logits", "indices"):
+            value = step[name]
+            if value is None:
+                raise ValueError(f"term {term.name!r} needs {name}, but this step has none")
+            return value.float() if name == "teacher_logits" else value
+        side = "student" if name.startswith("student") else "teacher"
+        taps = step[f"{side}_taps"]
+        if name.endswith("_features"):
+            specs = term.student_taps if side == "student" else term.teacher_taps
+            return [_tapped(taps, spec, term.name) for spec in specs]
+        spec = term.student_embedding if side == "student" else term.teacher_embedding
+        assert spec is not None, f"term {term.name!r} has no {name} tap"
+        key = (side, spec)
+        if key not in step["pooled"]:
+            from unikd.models import pool_feature
+
+            step["pooled"][key] = pool_feature(_tapped(taps, spec, term.name))
+        return step["pooled"][key]
+
+
+def _tapped(taps: Mapping[str, Tensor], spec: str, term: str) -> Tensor:
+    if spec not in taps:
+        raise ValueError(f"term {term!r} reads tap {spec!r}, which this step did not capture")
+    return taps[spec]
