@@ -1,11 +1,14 @@
 """unikd: knowledge distillation and self-distillation for classifiers.
 
 The public API: the losses (functions and modules), the model zoo, datasets and the in-memory loader, and
-the training entry points. ``unikd.engine`` holds the rest of the harness (checkpoints, schedules, ...).
+the training entry points. ``unikd.engine`` holds the rest of the harness (checkpoints, schedules, ...);
+``unikd.token`` the token-level losses for language models (its own namespace: ``unikd.token.kd_loss`` is
+the per-token form of ``unikd.kd_loss``).
 """
 
 __version__ = "0.1.0"
 
+from unikd import token
 from unikd.data import ArrayDataset, Batch, InMemoryLoader, create_dataset, create_loader, list_datasets
 from unikd.engine import evaluate, evaluate_checkpoint, load_config, train
 from unikd.losses import (
@@ -14,8 +17,11 @@ from unikd.losses import (
     CTKDTemperature,
     DISTLoss,
     DKDLoss,
+    JSDLoss,
     KDLoss,
     NKDLoss,
+    ReverseKLLoss,
+    TAIDLoss,
     TfKDLoss,
     TTMLoss,
     USKDLoss,
@@ -26,9 +32,12 @@ from unikd.losses import (
     ctkd_loss,
     dist_loss,
     dkd_loss,
+    jsd_loss,
     kd_loss,
     list_losses,
     nkd_loss,
+    reverse_kl_loss,
+    taid_loss,
     tfkd_loss,
     ttm_loss,
     uskd_loss,
@@ -51,6 +60,9 @@ __all__ = [
     "wttm_loss",
     "abkd_loss",
     "ctkd_loss",
+    "reverse_kl_loss",
+    "jsd_loss",
+    "taid_loss",
     "KDLoss",
     "DKDLoss",
     "NKDLoss",
@@ -63,6 +75,9 @@ __all__ = [
     "ABKDLoss",
     "CTKDLoss",
     "CTKDTemperature",
+    "ReverseKLLoss",
+    "JSDLoss",
+    "TAIDLoss",
     "create_loss",
     "list_losses",
     # models
@@ -83,4 +98,6 @@ __all__ = [
     "train",
     "evaluate",
     "evaluate_checkpoint",
+    # token-level losses for language models (a namespace)
+    "token",
 ]

@@ -175,6 +175,45 @@ def zipf_ls_ref(zs, target, power=1.0, only_correct=False):
     return sum(p for p, k in zip(per, keep) if k) / max(1, sum(keep))
 
 
+def reverse_kl_ref(zs, zt, temperature=1.0):
+    out = []
+    for s, t in zip(rows(zs), rows(zt)):
+        ls = log_softmax([x / temperature for x in s])
+        lt = log_softmax([x / temperature for x in t])
+        out.append(sum(math.exp(a) * (a - b) for a, b in zip(ls, lt)) * temperature**2)
+    return sum(out) / len(out)
+
+
+def jsd_ref(zs, zt, beta=0.5, temperature=1.0):
+    """GKD's generalized JSD with TRL's end points (beta=0: KL(T||S), beta=1: KL(S||T))."""
+
+    def kl(p, q):
+        return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
+
+    out = []
+    for s, t in zip(rows(zs), rows(zt)):
+        ps = softmax([x / temperature for x in s])
+        pt = softmax([x / temperature for x in t])
+        if beta == 0:
+            out.append(kl(pt, ps))
+        elif beta == 1:
+            out.append(kl(ps, pt))
+        else:
+            m = [beta * b + (1 - beta) * a for a, b in zip(ps, pt)]
+            out.append(beta * kl(pt, m) + (1 - beta) * kl(ps, m))
+    return sum(out) / len(out)
+
+
+def taid_ref(zs, zt, t=0.4, temperature=1.0):
+    """-T^2 sum_i p_i log S_i with p = softmax(((1-t) z_s + t z_t) / T)."""
+    out = []
+    for s, u in zip(rows(zs), rows(zt)):
+        p = softmax([((1 - t) * a + t * b) / temperature for a, b in zip(s, u)])
+        ls = log_softmax([a / temperature for a in s])
+        out.append(-sum(a * b for a, b in zip(p, ls)) * temperature**2)
+    return sum(out) / len(out)
+
+
 # ---- hypothesis strategies --------------------------------------------------------------------------------
 @st.composite
 def batches(draw, *, max_n=4, max_c=6, bound=20.0, count=2, dtype=np.float64, soft=None):

@@ -17,7 +17,8 @@ _SHAPES = {"stages": [(4, 8, 8), (8, 4, 4), (16, 2, 2)]}
 def test_list_and_create_every_loss():
     names = L.list_losses()
     assert {"at", "dkd", "fitnet", "kd", "nkd", "tfkd", "uskd", "zipf_ls", "dist", "ttm", "wttm", "abkd",
-            "ctkd"} <= set(names)
+            "ctkd",
+            "reverse_kl", "jsd", "taid"} <= set(names)
     assert {"crd", "nd", "pkt", "reviewkd", "rkd", "sp"} <= set(names)
     assert set(L.LOSS_FUNCTIONS) <= set(names)
     for name in names:
@@ -60,15 +61,20 @@ def test_teacher_and_feature_needs():
     assert need["nd"] == ("student_embedding", "teacher_embedding", "target")
     assert need["reviewkd"] == need["sp"] + ("student_embedding", "teacher_embedding")
     assert need["dist"] == need["ttm"] == need["wttm"] == need["abkd"] == ("teacher_logits",)
-    assert need["ctkd"] == ("teacher_logits", "epoch_progress")
+    assert need["ctkd"] == need["taid"] == ("teacher_logits", "epoch_progress")
+    assert need["reverse_kl"] == need["jsd"] == ("teacher_logits",)
 
 
 def test_function_hyperparameters_are_keyword_only_with_defaults():
     for name, fn in L.LOSS_FUNCTIONS.items():
         hp = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
         assert all(p.default is not p.empty for p in hp), name
-        # the module's hyperparameters are the function's (the config is validated against the module)
-        assert set(hyperparameters(L.LOSSES.get(name))) == {p.name for p in hp}, name
+        # the module's hyperparameters are the function's (the config is validated against the module),
+        # except TAID's: the function's interpolation ``t`` is the state of the module's schedule
+        expected = {p.name for p in hp}
+        if name == "taid":
+            expected = (expected - {"t"}) | {"t_start", "t_end", "alpha", "beta", "adaptive"}
+        assert set(hyperparameters(L.LOSSES.get(name))) == expected, name
 
 
 def test_create_loss_passes_hyperparameters():

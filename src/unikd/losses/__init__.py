@@ -24,14 +24,17 @@ from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .dml import DMLLoss, dml_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
+from .jsd import JSDLoss, jsd_loss
 from .kd import KDLoss, kd_loss
 from .nd import NDLoss, nd_loss
 from .nkd import NKDLoss, nkd_loss, nkd_nontarget_kl
 from .pkt import PKTLoss, pkt_loss
+from .reverse_kl import ReverseKLLoss, reverse_kl_loss
 from .reviewkd import ReviewKDLoss, hcl_loss
 from .rkd import RKDLoss, rkd_loss
 from .sp import SPLoss, sp_loss
 from .standardize import standardize_logits
+from .taid import TAIDLoss, TAIDSchedule, taid_loss
 from .tfkd import TfKDLoss, tfkd_loss
 from .ttm import TTMLoss, ttm_loss
 from .uskd import USKDLoss, uskd_loss, uskd_nontarget_kl
@@ -60,6 +63,9 @@ LOSSES.register("sp", SPLoss)
 LOSSES.register("crd", CRDLoss)
 LOSSES.register("reviewkd", ReviewKDLoss)
 LOSSES.register("nd", NDLoss)
+LOSSES.register("reverse_kl", ReverseKLLoss)
+LOSSES.register("jsd", JSDLoss)
+LOSSES.register("taid", TAIDLoss)
 
 # The functional form of the losses whose function is the whole method (its keyword-only arguments are the
 # module's hyperparameters). CRD, ReviewKD and ND are not listed: their functions (crd_loss, hcl_loss,
@@ -83,6 +89,9 @@ LOSS_FUNCTIONS = {
     "rkd": rkd_loss,
     "pkt": pkt_loss,
     "sp": sp_loss,
+    "reverse_kl": reverse_kl_loss,
+    "jsd": jsd_loss,
+    "taid": taid_loss,
 }
 
 
@@ -133,6 +142,7 @@ __all__ = [
     "DMLLoss",
     "FitNetLoss",
     "HintRegressor",
+    "JSDLoss",
     "KDLoss",
     "NDLoss",
     "NKDLoss",
@@ -140,6 +150,9 @@ __all__ = [
     "RKDLoss",
     "ReviewKDLoss",
     "SPLoss",
+    "ReverseKLLoss",
+    "TAIDLoss",
+    "TAIDSchedule",
     "TfKDLoss",
     "USKDLoss",
     "ZipfLSLoss",
@@ -152,6 +165,7 @@ __all__ = [
     "dml_loss",
     "fitnet_loss",
     "hcl_loss",
+    "jsd_loss",
     "kd_loss",
     "list_losses",
     "nd_loss",
@@ -160,6 +174,8 @@ __all__ = [
     "pkt_loss",
     "rkd_loss",
     "sp_loss",
+    "reverse_kl_loss",
+    "taid_loss",
     "tfkd_loss",
     "uskd_loss",
     "uskd_nontarget_kl",

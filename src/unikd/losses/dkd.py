@@ -58,17 +58,27 @@ def dkd_loss(
     check_pair(zs, zt, "teacher_logits")
     if check_flag(standardize, "standardize"):
         zs, zt = standardize_logits(zs), standardize_logits(zt)
-    zs, zt = zs / t, zt / t
     n, c = zs.shape
     tg = parse_target(target, n, c, max_targets=1, device=zs.device)
-    idx = tg.index  # (N, 1)
+    loss = dkd_kernel(zs, zt, tg.index, alpha=a, beta=b, temperature=t, denom=n)
+    return nan_if_nonfinite(loss, zs, zt, tg.soft)  # NaN for non-finite inputs (docs/losses.md)
 
+
+def dkd_kernel(
+    zs: Tensor, zt: Tensor, idx: Tensor, *, alpha: float, beta: float, temperature: float, denom: float
+) -> Tensor:
+    """The DKD sum over the rows of validated ``(N, C)`` logits with targets ``idx`` ``(N, 1)``, / ``denom``.
+
+    Shared by :func:`dkd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`.
+    """
+    t = temperature
+    zs, zt = zs / t, zt / t
     nls = masked_log_softmax(zs, idx)  # (N, C) student non-target log-probs
     nlt = masked_log_softmax(zt, idx)  # (N, C) teacher non-target log-probs
     bs, bt = _binary_log_probs(zs, nls, idx), _binary_log_probs(zt, nlt, idx)  # (N, 2) each
-    tckd = F.kl_div(bs, bt, reduction="sum", log_target=True) / n
-    nckd = F.kl_div(nls, nlt, reduction="sum", log_target=True) / n  # masked columns contribute 0
-    return nan_if_nonfinite((a * tckd + b * nckd) * (t * t), zs, zt, tg.soft)  # docs/losses.md
+    tckd = F.kl_div(bs, bt, reduction="sum", log_target=True) / denom
+    nckd = F.kl_div(nls, nlt, reduction="sum", log_target=True) / denom  # masked columns contribute 0
+    return (alpha * tckd + beta * nckd) * (t * t)
 
 
 def _binary_log_probs(z: Tensor, nlp: Tensor, idx: Tensor) -> Tensor:

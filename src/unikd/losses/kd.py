@@ -34,10 +34,22 @@ def kd_loss(
     check_pair(zs, zt, "teacher_logits")
     if check_flag(standardize, "standardize"):
         zs, zt = standardize_logits(zs), standardize_logits(zt)
-    log_s = (zs / t).log_softmax(dim=1)  # (N, C)
-    log_t = (zt / t).log_softmax(dim=1)  # (N, C)
-    loss = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    loss = kd_kernel(zs, zt, temperature=t, denom=zs.shape[0])
     return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
+
+
+def kd_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: float) -> Tensor:
+    """The KD sum over the rows of validated ``(N, C)`` float32/float64 logits, divided by ``denom``.
+
+    Shared by :func:`kd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`, which call it
+    on the kept tokens or on one chunk of them (``denom`` = all kept tokens). The teacher must be detached.
+    """
+    t = temperature
+    if t != 1.0:  # skip two (N, C) copies at T = 1, the usual language-model setting
+        zs, zt = zs / t, zt / t
+    log_s = zs.log_softmax(dim=1)  # (N, C)
+    log_t = zt.log_softmax(dim=1)  # (N, C)
+    return F.kl_div(log_s, log_t, reduction="sum", log_target=True) * (t * t / denom)
 
 
 class KDLoss(nn.Module):

@@ -61,7 +61,8 @@ def nkd_loss(
     if check_flag(standardize, "standardize"):
         # autograd carries _NKD's analytic gradient back through the z-score
         zs, zt = standardize_logits(zs), standardize_logits(zt)
-    return nan_if_nonfinite(_NKD.apply(zs, zt, tg.index, lam, g), zs, zt, tg.soft)  # docs/losses.md
+    loss = nkd_kernel(zs, zt, tg.index, temperature=lam, gamma=g, denom=n)
+    return nan_if_nonfinite(loss, zs, zt, tg.soft)  # docs/losses.md
 
 
 @torch.no_grad()
@@ -96,18 +97,28 @@ def nkd_nontarget_kl(
     return g * lam * lam * kl.mean()
 
 
+def nkd_kernel(
+    zs: Tensor, zt: Tensor, idx: Tensor, *, temperature: float, gamma: float, denom: float
+) -> Tensor:
+    """The NKD sum over the rows of validated ``(N, C)`` logits with targets ``idx`` ``(N, 1)``, / ``denom``.
+
+    Shared by :func:`nkd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`. The teacher
+    must be detached.
+    """
+    return _NKD.apply(zs, zt, idx, temperature, gamma, float(denom))
+
+
 class _NKD(torch.autograd.Function):
     """NKD with its gradient built in the forward pass (one ``(N, C)`` buffer, one multiply in backward).
 
     With N = softmax over the non-target ``z/lambda``, q the teacher's, S the student softmax at T=1 and
-    B the batch size, the gradient w.r.t. the student logits is
+    B the denominator (the batch size), the gradient w.r.t. the student logits is
     ``(T_t (S - e_t) + gamma * lambda * (N - q)) / B``; for lambda = 1, ``S = N (1 - S_t)`` off the target.
     Autograd through the equivalent formula would need ~3x the memory passes (gathers, masked copies).
     """
 
     @staticmethod
-    def forward(ctx, zs: Tensor, zt: Tensor, idx: Tensor, lam: float, gamma: float) -> Tensor:  # type: ignore[override]
-        n = zs.shape[0]
+    def forward(ctx, zs: Tensor, zt: Tensor, idx: Tensor, lam: float, gamma: float, n: float) -> Tensor:  # type: ignore[override]
         zs_l, zt_l = (zs, zt) if lam == 1.0 else (zs / lam, zt / lam)
         ms = zs_l.scatter(1, idx, MASK_VALUE)  # (N, C) non-target logits / lambda, ~MASK at the target
         n_s = ms.softmax(dim=1)  # (N, C) N(S^lambda); exactly 0 at the target
@@ -144,7 +155,7 @@ class _NKD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None
+        return grad * grad_out, None, None, None, None, None
 
 
 class NKDLoss(nn.Module):

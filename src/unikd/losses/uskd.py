@@ -72,14 +72,53 @@ def uskd_loss(
     n, c = zs.shape
     tg = parse_target(target, n, c, max_targets=2, device=zs.device)  # class indices give one column
     # label values in the logits' dtype: float64 labels with float32 logits must not mix dtypes
-    loss = _USKD.apply(zs, zw, tg.index, tg.value.to(zs.dtype), tg.soft, a, b, m, rank)
+    value = tg.value.to(zs.dtype)
+    loss = uskd_kernel(zs, zw, tg.index, value, tg.soft, alpha=a, beta=b, mu=m, rank=rank, denom=n)
     return nan_if_nonfinite(loss, zs, zw, tg.soft)  # NaN for non-finite logits (docs/losses.md)
+
+
+def uskd_kernel(
+    zs: Tensor,
+    zw: Tensor,
+    idx: Tensor,
+    value: Tensor,
+    soft: Tensor | None,
+    *,
+    alpha: float,
+    beta: float,
+    mu: float,
+    rank: str,
+    denom: float,
+    s_t2_mean: Tensor | None = None,
+) -> Tensor:
+    """The USKD sum over the rows of validated ``(N, C)`` student and weak logits, divided by ``denom``.
+
+    ``idx``/``value``/``soft`` are the parsed target (:class:`~unikd.losses._common.Targets`). The customised
+    soft target needs the mean of ``S_t**2`` over the whole batch: ``s_t2_mean`` ``(1, k)`` supplies it when
+    the rows are one chunk of a larger batch (see :func:`uskd_target_stats`); None computes it from these
+    rows. Shared by :func:`uskd_loss` (``denom`` = N) and the token-level forms in :mod:`unikd.token`.
+    """
+    return _USKD.apply(zs, zw, idx, value, soft, alpha, beta, mu, rank, float(denom), s_t2_mean)
+
+
+def uskd_target_stats(zs: Tensor, idx: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """Per target column, the sum of ``S_t**2`` and the number of rows where it is a target, ``(1, k)`` each.
+
+    Summed over chunks and divided, they give the batch mean that :func:`uskd_kernel` takes as
+    ``s_t2_mean`` (no gradient).
+    """
+    with torch.no_grad():
+        valid = value > 0
+        log_s_t = zs.gather(1, idx) - zs.logsumexp(dim=1, keepdim=True)  # (N, k)
+        s_t2 = (2 * log_s_t).exp()
+        return (s_t2 * valid).sum(dim=0, keepdim=True), valid.sum(dim=0, keepdim=True).to(zs.dtype)
 
 
 class _USKD(torch.autograd.Function):
     """USKD with both gradients built in the forward pass (backward is one multiply per input).
 
-    With B the batch size, N the non-target softmax, S the softmax, W the weak softmax, P_t, Z detached and
+    With B the denominator (the batch size), N the non-target softmax, S the softmax, W the weak softmax,
+    P_t, Z detached and
     sum_t over the target columns:
     ``d/dz_s = (alpha (sum_t P_t S - sum_t P_t e_t) + beta (N sum(Z) - Z)) / B`` and
     ``d/dz_w = mu (sum(V~) W - V~) / B``; off the targets ``S = N (1 - S_T)``. This replaces ~20 autograd
@@ -87,8 +126,8 @@ class _USKD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, zs, zw, idx, value, soft, alpha, beta, mu, rank):  # type: ignore[override]
-        n, c = zs.shape
+    def forward(ctx, zs, zw, idx, value, soft, alpha, beta, mu, rank, n, s_t2_mean):  # type: ignore[override]
+        c = zs.shape[1]
         valid = value > 0  # (N, k); an unused column repeats column 0's class
         # Student: one masked softmax gives N(S); the non-target log-sum-exp follows from its largest entry
         # (lse = max z - log max N) and with it log S_t, without a full log-softmax.
@@ -105,7 +144,10 @@ class _USKD(torch.autograd.Function):
         s_t = log_s_t.exp()
         # Batch mean of S_t^2 per label column over the rows where that column is a target.
         s_t2 = s_t.square()
-        mean = (s_t2 * valid).sum(dim=0, keepdim=True) / valid.sum(dim=0, keepdim=True).clamp_min(1)
+        if s_t2_mean is None:
+            mean = (s_t2 * valid).sum(dim=0, keepdim=True) / valid.sum(dim=0, keepdim=True).clamp_min(1)
+        else:
+            mean = s_t2_mean.to(s_t2.dtype)
         p_t = torch.where(valid, s_t2 + value - mean, 0.0)  # (N, k)
         loss_target = -(p_t * log_s_t).sum() / n
 
@@ -115,7 +157,7 @@ class _USKD(torch.autograd.Function):
         log_w_t = zw.gather(1, idx) - lse_w  # (N, k)
         if soft is None:
             ce_label = log_w_t.sum()
-            v_sum = torch.ones(n, 1, dtype=zs.dtype, device=zs.device)
+            v_sum = torch.ones(zs.shape[0], 1, dtype=zs.dtype, device=zs.device)
         else:
             soft = soft.to(zs.dtype)
             v_sum = soft.sum(dim=1, keepdim=True)
@@ -147,7 +189,7 @@ class _USKD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         g_s, g_w = ctx.saved_tensors
-        return g_s * grad_out, g_w * grad_out, None, None, None, None, None, None, None
+        return g_s * grad_out, g_w * grad_out, None, None, None, None, None, None, None, None, None
 
 
 def _rank_score(

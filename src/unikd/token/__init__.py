@@ -1,0 +1,65 @@
+"""Token-level distillation for language models: ``unikd.token``.
+
+- Losses on token logits ``(B, T, V)`` / ``(N, V)`` with next-token labels and ``ignore_index``:
+  :func:`kd_loss`, :func:`reverse_kl_loss`, :func:`jsd_loss`, :func:`dkd_loss`, :func:`nkd_loss`,
+  :func:`uskd_loss`, :func:`taid_loss` (each the classification loss of the same name in
+  :mod:`unikd.losses` on the kept tokens), :func:`cross_entropy`, :class:`TokenDistillLoss`.
+- :func:`fused_distill_loss` / :class:`FusedDistillLoss`: the same losses from hidden states and output
+  heads, chunked over tokens, with the cross-entropy in the same pass; never the full logits.
+- Sparse teachers: :class:`SparseTeacher` (top-k log-probabilities + a tail bucket), :func:`sparse_topk`,
+  and their cache :class:`SparseTeacherWriter` / :class:`SparseTeacherCache`.
+- Vocabulary checks: :func:`resolve_vocab`, :func:`check_same_tokenizer`; :func:`next_token_labels`.
+
+See ``docs/token.md``.
+"""
+
+from __future__ import annotations
+
+from unikd.losses.taid import TAIDSchedule
+
+from .cache import SparseTeacherCache, SparseTeacherWriter
+from .functional import (
+    cross_entropy,
+    dkd_loss,
+    jsd_loss,
+    kd_loss,
+    nkd_loss,
+    reverse_kl_loss,
+    taid_loss,
+    token_loss,
+    uskd_loss,
+)
+from .fused import default_chunk_size, fused_distill_loss
+from .fused_reference import fused_distill_loss_reference
+from .modules import FusedDistillLoss, TokenDistillLoss
+from .rows import next_token_labels
+from .sparse import SparseTeacher, sparse_topk
+from .specs import TOKEN_LOSSES, list_token_losses
+from .vocab import check_same_tokenizer, resolve_vocab
+
+__all__ = [
+    "FusedDistillLoss",
+    "SparseTeacher",
+    "SparseTeacherCache",
+    "SparseTeacherWriter",
+    "TAIDSchedule",
+    "TOKEN_LOSSES",
+    "TokenDistillLoss",
+    "check_same_tokenizer",
+    "cross_entropy",
+    "default_chunk_size",
+    "dkd_loss",
+    "fused_distill_loss",
+    "fused_distill_loss_reference",
+    "jsd_loss",
+    "kd_loss",
+    "list_token_losses",
+    "next_token_labels",
+    "nkd_loss",
+    "resolve_vocab",
+    "reverse_kl_loss",
+    "sparse_topk",
+    "taid_loss",
+    "token_loss",
+    "uskd_loss",
+]
