@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import check_finite, check_logits, check_pair, check_positive
+from ._common import check_finite, check_logits, check_pair, check_positive, nan_if_nonfinite
 
 ROLES = ("student", "peer")
 
@@ -78,7 +78,8 @@ def bdkd_loss(
     log_s, log_t = _log_probs(student_logits, teacher_logits, t, "teacher_logits")
     forward = (log_t.exp() * (log_t - log_s)).sum(dim=1)  # (N,) KL(p_t || p_s)
     reverse = (log_s.exp() * (log_s - log_t)).sum(dim=1)  # (N,) KL(p_s || p_t)
-    return ((1.0 - w) * forward + w * reverse).mean() * (t * t)
+    loss = ((1.0 - w) * forward + w * reverse).mean() * (t * t)
+    return nan_if_nonfinite(loss, student_logits, teacher_logits)  # NaN for non-finite logits
 
 
 def bdkd_peer_loss(peer_logits: Tensor, student_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
@@ -93,7 +94,7 @@ def bdkd_peer_loss(peer_logits: Tensor, student_logits: Tensor, *, temperature: 
     t = check_positive(temperature, "temperature")
     log_p, log_s = _log_probs(peer_logits, student_logits, t, "student_logits")
     kl = (log_s.exp() * (log_s - log_p)).sum(dim=1)  # (N,) KL(p_s || p_peer)
-    return kl.mean() * (t * t)
+    return nan_if_nonfinite(kl.mean() * (t * t), peer_logits, student_logits)  # NaN for non-finite logits
 
 
 class BDKDLoss(nn.Module):

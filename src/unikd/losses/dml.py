@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def dml_loss(student_logits: Tensor, peer_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
@@ -41,7 +41,7 @@ def dml_loss(student_logits: Tensor, peer_logits: Tensor, *, temperature: float 
     log_s = (zs / t).log_softmax(dim=1)  # (N, C)
     log_p = (zp / t).log_softmax(dim=1)  # (N, C)
     kl = (log_p.exp() * (log_p - log_s)).sum(dim=1)  # (N,) KL(p_peer || p_self) per sample
-    return kl.mean() * (t * t)
+    return nan_if_nonfinite(kl.mean() * (t * t), zs, zp)  # NaN for non-finite logits (docs/losses.md)
 
 
 class DMLLoss(nn.Module):

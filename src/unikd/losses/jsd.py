@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def check_beta(value: float) -> float:
@@ -41,7 +41,8 @@ def jsd_loss(
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
-    return jsd_kernel(zs, zt, beta=b, temperature=t, denom=zs.shape[0])
+    loss = jsd_kernel(zs, zt, beta=b, temperature=t, denom=zs.shape[0])
+    return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 def jsd_kernel(zs: Tensor, zt: Tensor, *, beta: float, temperature: float, denom: float) -> Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def reverse_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
@@ -29,7 +29,8 @@ def reverse_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperatu
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
-    return reverse_kl_kernel(zs, zt, temperature=t, denom=zs.shape[0])
+    loss = reverse_kl_kernel(zs, zt, temperature=t, denom=zs.shape[0])
+    return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 def reverse_kl_kernel(zs: Tensor, zt: Tensor, *, temperature: float, denom: float) -> Tensor:

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import check_logits, check_pair, check_positive
+from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
 
 
 def check_interpolation(value: float | Tensor, name: str = "t") -> float | Tensor:
@@ -52,7 +52,8 @@ def taid_loss(
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
-    return taid_kernel(zs, zt, t=tt, temperature=temp, denom=zs.shape[0])
+    loss = taid_kernel(zs, zt, t=tt, temperature=temp, denom=zs.shape[0])
+    return nan_if_nonfinite(loss, zs, zt)  # NaN for non-finite logits (docs/losses.md)
 
 
 def taid_kernel(zs: Tensor, zt: Tensor, *, t: float | Tensor, temperature: float, denom: float) -> Tensor:
