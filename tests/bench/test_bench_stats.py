@@ -93,12 +93,30 @@ def test_report_paired_tables_against_ce_and_kd(tmp_path):
     files = build_report([tmp_path / "runs"], tmp_path / "rep", plots=False)
     md = files.markdown.read_text()
     assert "**Paired differences against `ce`**" in md and "**Paired differences against `kd`**" in md
+    assert "against `dkd`" not in md  # a reference the track does not have gets no table
     sd = math.sqrt(sum((x - 0.2) ** 2 for x in (0.5, -0.5, 1.0, -0.5, 0.5)) / 4)
     half = 2.7764451051977987 * sd / math.sqrt(5)
     assert f"| `nkd` | 5 | +0.20 [{0.2 - half:+.2f}, {0.2 + half:+.2f}] | 3/5 |" in md
     assert "top-1 (selected)" in md and "51.90 ± " in md
     csv_text = files.csv.read_text()
     assert "test_selected_top1" in csv_text.splitlines()[0]
+
+
+def test_dkd_is_a_reference_too(tmp_path):
+    _, _, nkd = _grid(tmp_path / "runs")
+    dkd = [52.0, 51.0, 52.5, 51.0, 51.5]  # nkd - dkd: 0.5, 0.5, -0.5, 1, 0
+    for seed, v in enumerate(dkd):
+        write_run(
+            tmp_path / "runs" / "dkd" / f"seed{seed}", method="dkd", seed=seed, curve=[30.0, v - 1],
+            record={"role": "student", "track": "t", "label": "dkd", "seed": seed},
+            test={"selected_top1": v, "last_top1": v, "selected_nll": 2.0, "selected_ece": 0.05,
+                  "selected_top5": v + 20, "last_top5": v + 19, "last_nll": 2.1, "last_ece": 0.06},
+        )
+    groups = {g.label: g for g in aggregate(collect([tmp_path / "runs"]))["t"]}
+    d = groups["nkd"].paired["dkd"]["test_selected_top1"]
+    assert d.n == 5 and d.mean == pytest.approx(sum(a - b for a, b in zip(nkd, dkd)) / 5) and d.wins == 3
+    md = build_report([tmp_path / "runs"], tmp_path / "rep", plots=False).markdown.read_text()
+    assert "**Paired differences against `dkd`**" in md
 
 
 def test_report_paired_plot(tmp_path):

@@ -24,7 +24,7 @@ EXTRA_METRICS = (*TEST_KEYS, "last_train_top1")
 # Metrics compared seed by seed against the reference methods, in report order.
 PAIRED_METRICS = ("test_selected_top1", "test_last_top1", "test_selected_nll", "test_selected_ece")
 # Reference methods of the paired comparisons (group labels), when the track has them.
-REFERENCES = ("ce", "kd")
+REFERENCES = ("ce", "kd", "dkd")
 
 
 @dataclass

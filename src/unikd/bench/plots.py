@@ -133,7 +133,7 @@ def plot_paired(tracks: dict[str, list[Group]], path: str | os.PathLike[str]) ->
     for (ax, ax_curve), (track, groups) in zip(axes, tracks.items()):
         key = paired_metrics(groups)[0]
         y, labels = 0, []
-        for ref, marker in zip(REFERENCES, ("o", "s")):
+        for ref, marker in zip(REFERENCES, ("o", "s", "^")):
             rows = [g for g in groups if ref in g.paired and key in g.paired[ref]]
             for g in rows:
                 d = g.paired[ref][key]
