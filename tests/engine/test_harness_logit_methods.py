@@ -1,6 +1,6 @@
-"""Tiny end-to-end runs of the newer logit methods (dist, ttm, wttm, abkd, ctkd) and of loss.standardize=true
-on kd / dkd / nkd, through the ordinary method -> loss mapping of the harness; CTKD's learned temperature is
-trained, checkpointed and resumed exactly."""
+"""Tiny end-to-end runs of the newer logit methods (dist, ttm, wttm, abkd, ctkd, reverse KL, JSD, TAID) and
+of loss.standardize=true on kd / dkd / nkd, through the ordinary method -> loss mapping of the harness;
+CTKD's learned temperature is trained, checkpointed and resumed exactly; TAID's schedule advances."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ RUNS = [
     ("kd", {"loss.standardize": "true", "loss.temperature": 2.0, "loss.weight": 9.0, "loss.ce_weight": 0.1}),
     ("dkd", {"loss.standardize": "true", "loss.temperature": 2.0, "loss.weight": 9.0}),
     ("nkd", {"loss.standardize": "true", "loss.temperature": 3.0, "loss.gamma": 3.5}),
+    ("reverse_kl", {"loss.temperature": 2.0}),
+    ("jsd", {"loss.beta": 0.3}),
+    ("taid", {"loss.t_start": 0.3, "loss.alpha": 0.1}),
 ]
 
 
@@ -49,6 +52,15 @@ def test_method_trains_end_to_end(method, extra, npz_data, teacher_ckpt, tmp_pat
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(f"train/{method}" in r and r[f"train/{method}"] == r[f"train/{method}"] for r in lines)
     assert load_config(out / "config.yaml").terms == cfg.terms  # the run folder round-trips
+
+
+def test_taid_schedule_advances_with_the_run(npz_data, teacher_ckpt, tmp_path):
+    out = tmp_path / "run"
+    train(load_config(None, _overrides("taid", npz_data, out, teacher_ckpt, {"loss.t_start": 0.3})))
+    state = load_checkpoint(out / "last.pt")["objective"]
+    (key,) = [k for k in state if k.endswith("schedule.t")]
+    # 8 steps over 2 epochs: progress reaches 1, so t is at least the linear ramp's end value
+    assert state[key].item() == pytest.approx(1.0)
 
 
 def test_standardize_reaches_the_loss_module(npz_data, teacher_ckpt, tmp_path):
