@@ -62,6 +62,7 @@ def _trainer(method: str, every: int, student: str, teacher: str, ckpt: Path, da
 
 
 def measure(method: str, args) -> dict[int, list[float]]:
+    from unikd.engine.checkpoint import atomic_save
     from unikd.models import create_model
 
     teacher, student = args.pair.split(":")
@@ -70,7 +71,7 @@ def measure(method: str, args) -> dict[int, list[float]]:
         data = work / "data.npz"
         _make_data(data, 100, max(2, -(-args.batch_size * 4 // 100)))
         ckpt = work / "teacher.pt"
-        torch.save(create_model(teacher, num_classes=100).state_dict(), ckpt)
+        atomic_save(create_model(teacher, num_classes=100).state_dict(), ckpt)  # checksummed, as unikd writes
         trainers = {e: _trainer(method, e, student, teacher, ckpt, data, work, args) for e in EVERY}
         ref = trainers[0].c
         ref.train_loader.set_epoch(0)

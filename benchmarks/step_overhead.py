@@ -113,6 +113,7 @@ def _components(
 def measure_pair(
     student: str, teacher: str, args: argparse.Namespace
 ) -> list[tuple[str, float, float, float]]:
+    from unikd.engine.checkpoint import atomic_save
     from unikd.models import create_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +121,7 @@ def measure_pair(
         data = work / "data.npz"
         _make_data(data, 100, max(2, -(-args.batch_size * 4 // 100)))
         ckpt = work / "teacher.pt"
-        torch.save(create_model(teacher, num_classes=100).state_dict(), ckpt)
+        atomic_save(create_model(teacher, num_classes=100).state_dict(), ckpt)  # checksummed, as unikd writes
         trainers = {m: _components(m, student, teacher, ckpt, data, args, work) for m in args.methods}
         ref = trainers[args.methods[0]].c
         ref.train_loader.set_epoch(0)
