@@ -201,7 +201,7 @@ def test_imagenet_protocol_views_stay_exact_through_the_cache(setup):
     # RandomResizedCrop + RandAugment + random erasing + cutmix: every view a pure function of
     # (seed, epoch, index), so the cached teacher saw exactly the live teacher's inputs.
     tmp, kd, _, _ = setup
-    views = ("data.crop=rrc", "data.crop_size=10", "data.eval_resize=11",
+    views = ("data.crop=rrc", "data.crop_size=12", "data.eval_resize=13",  # the teacher's 12x12 input size
              "data.randaugment=rand-m9-mstd0.5-inc1", "data.random_erasing=0.5", "data.cutmix_alpha=1.0")
     cache = build_teacher_cache(_cfg(tmp, *kd, *views), tmp / "cache_rrc", dtype="fp32", show_progress=False)
     train(_cfg(tmp, *kd, *views, f"out_dir={tmp / 'live_rrc'}"))

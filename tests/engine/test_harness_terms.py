@@ -65,7 +65,9 @@ def test_teacher_and_student_run_once_per_step_for_all_terms(npz_data, teacher_c
     before = regressor.conv.weight.detach().clone()
     for i, batch in zip(range(3), c.train_loader):
         values, _ = trainer.step(batch, 0, i, len(c.train_loader))
-        assert values.shape == (5,) and torch.isfinite(values).all()
+        # loss, ce, the three terms, and NKD's monitor value nkd_kl
+        assert c.term_names() == ["loss", "ce", "nkd", "fitnet", "at", "nkd_kl"]
+        assert values.shape == (6,) and torch.isfinite(values).all()
     assert calls == {"teacher": 3, "student": 3}
     optimised = {id(p) for g in c.optimizer.param_groups for p in g["params"]}
     assert {id(p) for p in regressor.parameters()} <= optimised

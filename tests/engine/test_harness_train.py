@@ -42,6 +42,8 @@ def test_every_method_trains_and_writes_the_run_folder(method, npz_data, teacher
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     terms = {"train/loss", "train/ce"} | ({f"train/{method}"} if method not in ("ce", "ls") else set())
+    if method in ("nkd", "uskd"):
+        terms.add(f"train/{method}_kl")  # the non-target term in KL form, logged beside the loss
     expected = {"epoch", "lr", "train/top1", "val/top1", "val/top5", "val/nll", "val/ece", "images_per_s",
                 "epoch_seconds"}
     assert set(lines[0]) == expected | terms
