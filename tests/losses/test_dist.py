@@ -64,8 +64,20 @@ def test_finite_for_extreme_logits(b, t):
     assert torch.isfinite(loss) and torch.isfinite(zs.grad).all()
 
 
+def _spread(b):
+    """Drop examples whose softmax rows or columns are (nearly) constant: DIST's eps (1e-8 on the product of
+    the norms) then dominates the Pearson correlation and rounding in the shifted softmax is amplified."""
+    zs, zt, _ = b
+    for p in (zs.softmax(dim=1), zt.softmax(dim=1)):
+        if not (p.std(dim=1) > 1e-3).all():
+            return False
+        if p.shape[0] > 1 and not (p.std(dim=0) > 1e-3).all():
+            return False
+    return True
+
+
 @settings(max_examples=25, deadline=None)
-@given(b=batches(soft=False), shift=st.integers(-50, 50))
+@given(b=batches(soft=False).filter(_spread), shift=st.integers(-50, 50))
 def test_row_constant_invariance(b, shift):
     zs, zt, _ = b
     rows = torch.arange(zs.shape[0], dtype=torch.float64).unsqueeze(1) * shift

@@ -66,8 +66,14 @@ def test_gradcheck_and_teacher_detached(which):
     assert zt.grad is None
 
 
+def _well_spread(b):
+    """Rows whose std stays far above the eps=1e-7 of the z-score even after the 0.25 scale below."""
+    zs, zt, _ = b
+    return bool((zs.std(dim=1) > 0.5).all() and (zt.std(dim=1) > 0.5).all())
+
+
 @settings(max_examples=20, deadline=None)
-@given(b=batches(soft=False).filter(_bounded), which=st.sampled_from(["kd", "dkd", "nkd"]),
+@given(b=batches(soft=False).filter(_well_spread), which=st.sampled_from(["kd", "dkd", "nkd"]),
        shift=st.integers(-50, 50), scale=st.sampled_from([0.25, 1.0, 3.0, 40.0]))
 def test_invariant_to_row_shift_and_positive_scale(b, which, shift, scale):
     zs, zt, y = b
