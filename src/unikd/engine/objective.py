@@ -187,17 +187,10 @@ class Objective(nn.Module):
         monitors: dict[str, Tensor] = {}
         for term in self.specs:
             module = self.terms[term.name]
-            if others is not None and "teacher_logits" in term.requires:
-                value = self._over_others(term, logits, others, step, module)
-                if getattr(module, "monitors", ()):
-                    for key, v in self._over_others(term, logits, others, step, module.monitor).items():
-                        monitors[f"{term.name}_{key}"] = v
-            else:
-                kwargs = {name: self._input(name, term, step) for name in term.requires}
-                value = module(logits, **kwargs)
-                if getattr(module, "monitors", ()):
-                    for key, v in module.monitor(logits, **kwargs).items():
-                        monitors[f"{term.name}_{key}"] = v
+            value = self._call(module, term, logits, others, step)
+            if getattr(module, "monitors", ()):
+                values = self._call(module.monitor, term, logits, others, step)
+                monitors.update({f"{term.name}_{key}": v for key, v in values.items()})
             if not isinstance(value, Tensor) or value.dim() != 0:
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"term {term.name!r} must return a 0-dim loss tensor, got {shape}")
@@ -205,6 +198,15 @@ class Objective(nn.Module):
             out["loss"] = out["loss"] + (term.weight * term.ramp(epoch_progress)) * value
         out.update(monitors)
         return out
+
+    def _call(
+        self, fn: Any, term: Term, logits: Tensor, others: list[Tensor] | None, step: dict[str, Any]
+    ) -> Any:
+        """``fn`` (a term module or its ``monitor``) on this step's inputs for ``term``; averaged over the
+        other networks' logits when ``others`` is given and the term reads ``teacher_logits`` (online)."""
+        if others is not None and "teacher_logits" in term.requires:
+            return self._over_others(term, logits, others, step, fn)
+        return fn(logits, **{name: self._input(name, term, step) for name in term.requires})
 
     def _over_others(
         self, term: Term, logits: Tensor, others: list[Tensor], step: dict[str, Any], fn: Any
