@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order here is the order in --help.
-COMMANDS = ["demo", "train", "eval", "cache_teacher", "bench", "report"]
+COMMANDS = ["demo", "train", "eval", "cache_teacher", "bench", "report", "lm_distill"]
 
 
 def build_parser() -> argparse.ArgumentParser:

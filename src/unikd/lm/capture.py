@@ -1,0 +1,123 @@
+"""The input of a causal LM's output head, without its full logits.
+
+A Hugging Face ``*ForCausalLM`` runs its base model (``model.base_model``: the decoder stack and final norm)
+and then ``lm_head``. A forward hook on the base model keeps its last hidden state, and ``logits_to_keep=1``
+asks the model for the logits of the last position only, so the ``(B, T, V)`` tensor is never built; the
+fused token losses then apply the head chunk by chunk. :func:`check_head_capture` proves, on a few tokens,
+that ``head(captured hidden) == logits`` for a given model: models that post-process their logits (final
+soft-capping, scaling) fail it with a message naming ``fused=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
+    """``(weight (V, d), bias (V,) or None)`` of ``model.get_output_embeddings()``."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(
+            f"the {name} ({type(model).__name__}) has no linear output head "
+            f"(get_output_embeddings() returned "
+            f"{type(head).__name__}); token distillation needs a causal LM such as *ForCausalLM"
+        )
+    if weight.numel() == 0 or type(weight).__name__ == "DTensor":
+        raise ValueError(
+            f"the {name}'s output head weight is sharded "
+            f"(shape {tuple(weight.shape)}, {type(weight).__name__}): "
+            "the fused loss needs the whole head outside the model's forward. Use fused=False (the loss from "
+            "the logits the model computes inside its forward), or keep lm_head unsharded"
+        )
+    bias = getattr(head, "bias", None)
+    return weight, bias if isinstance(bias, Tensor) else None
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The module whose output is the head's input (``model.base_model`` of a Hugging Face model)."""
+    base = getattr(model, "base_model", None)
+    if not isinstance(base, nn.Module) or base is model:
+        raise ValueError(
+            f"{type(model).__name__} has no separate base model (model.base_model): cannot capture the "
+            "hidden states that feed its output head; use fused=False"
+        )
+    return base
+
+
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+class HiddenCapture:
+    """Keeps the last hidden state of ``base_model(model)`` from every forward while active."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.module = base_model(model)
+        self.hidden: Tensor | None = None
+
+    def _hook(self, _module: nn.Module, _args: Any, out: Any) -> None:
+        self.hidden = out[0] if isinstance(out, (tuple, list)) or hasattr(out, "to_tuple") else out
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[HiddenCapture]:
+        handle = self.module.register_forward_hook(self._hook)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def take(self) -> Tensor:
+        h, self.hidden = self.hidden, None
+        if not isinstance(h, Tensor) or h.dim() != 3:
+            raise RuntimeError(
+                "the base model's forward did not produce a (B, T, d) hidden state to capture; "
+                "use fused=False"
+            )
+        return h
+
+
+def hidden_states(model: nn.Module, capture: HiddenCapture, inputs: dict[str, Any]) -> Tensor:
+    """Run ``model(**inputs)`` keeping only the last position's logits; return the head input (B, T, d)."""
+    kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    with capture.active():
+        model(**inputs, use_cache=False, **kwargs)
+    return capture.take()
+
+
+@torch.no_grad()
+def check_head_capture(model: nn.Module, name: str = "model", *, tokens: int = 8) -> None:
+    """Raise ``ValueError`` unless ``head(captured hidden)`` equals the model's logits on a probe input."""
+    device = next(model.parameters()).device
+    vocab = output_head(model, name)[0].shape[0]
+    ids = torch.arange(tokens, device=device).remainder(vocab).unsqueeze(0)  # (1, tokens)
+    was_training = model.training
+    model.eval()
+    try:
+        with HiddenCapture(model).active() as cap:
+            logits = model(input_ids=ids, use_cache=False).logits
+        h = cap.take()
+        weight, bias = output_head(model, name)
+        mine = F.linear(h, weight, bias)
+    finally:
+        model.train(was_training)
+    if mine.shape != logits.shape or not torch.allclose(mine.float(), logits.float(), rtol=1e-3, atol=1e-3):
+        err = (
+            (mine.float() - logits.float()).abs().max().item() if mine.shape == logits.shape else float("nan")
+        )
+        raise ValueError(
+            f"the {name} ({type(model).__name__}) transforms its logits after the output head "
+            f"(max difference {err:.3g} between head(hidden) and its logits, e.g. final soft-capping or "
+            "scaling), so the fused loss would not train the model you evaluate. Use fused=False"
+        )
+
+
+__all__ = ["HiddenCapture", "base_model", "check_head_capture", "hidden_states", "output_head"]

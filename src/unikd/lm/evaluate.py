@@ -1,0 +1,68 @@
+"""Validation metrics of a student LM: perplexity and the per-token KL to its teacher, chunk by chunk."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unikd.token import next_token_labels
+
+from .capture import HiddenCapture, hidden_states, output_head
+
+
+@torch.no_grad()
+def evaluate_lm(
+    student: nn.Module,
+    batches: Iterable[Tensor],
+    teacher: nn.Module | None = None,
+    *,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Mean next-token CE (``val_loss``), ``val_ppl = exp(val_loss)`` and, with a teacher, ``val_kl``:
+    the mean over tokens of KL(p_teacher || p_student) at temperature 1, in nats.
+
+    ``batches`` yields ``(B, T)`` input-id tensors (every next token is scored). Both models are put in
+    eval mode and restored afterwards; logits exist one chunk of tokens at a time.
+    """
+    models = [m for m in (student, teacher) if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    caps = [HiddenCapture(m) for m in models]
+    heads = [output_head(m, role) for m, role in zip(models, ("student", "teacher"))]
+    device = next(student.parameters()).device
+    ce_sum = kl_sum = 0.0
+    tokens = 0
+    try:
+        for ids in batches:
+            ids = ids.to(device)
+            y = next_token_labels(ids)[:, :-1].reshape(-1)  # (N,) every next token
+            hs = [
+                hidden_states(m, c, {"input_ids": ids})[:, :-1].reshape(-1, h.shape[1])
+                for m, c, (h, _) in zip(models, caps, heads)
+            ]
+            for start in range(0, y.numel(), chunk_size):
+                rows = slice(start, start + chunk_size)
+                logp = [
+                    F.log_softmax(F.linear(h[rows], w, b).float(), dim=-1) for h, (w, b) in zip(hs, heads)
+                ]
+                ce_sum += F.nll_loss(logp[0], y[rows], reduction="sum").item()
+                if teacher is not None:
+                    kl_sum += F.kl_div(logp[0], logp[1], log_target=True, reduction="sum").item()
+            tokens += y.numel()
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    if tokens == 0:
+        raise ValueError("no validation tokens: give at least one sequence of two or more tokens")
+    out = {"val_loss": ce_sum / tokens, "val_ppl": math.exp(ce_sum / tokens), "val_tokens": float(tokens)}
+    if teacher is not None:
+        out["val_kl"] = kl_sum / tokens
+    return out
+
+
+__all__ = ["evaluate_lm"]

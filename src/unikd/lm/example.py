@@ -1,0 +1,302 @@
+"""``unikd lm-distill``: distil a causal LM end to end on the Python standard library, no download needed.
+
+Stages (each skipped when its output exists, so rerunning the command resumes):
+
+1. ``data/``: the corpus split by file, a byte-level BPE trained on the training files, the token blocks;
+2. ``teacher/``: a Llama decoder trained with cross-entropy (``transformers.Trainer``), saved with
+   ``save_pretrained``, and its validation perplexity;
+3. ``runs/<method>/seed<k>/``: one student per method and seed (half the teacher's depth and width), CE
+   only or :class:`~unikd.lm.DistillationTrainer` with a token loss, then its validation perplexity and
+   per-token KL to the teacher (``result.json``, with the training loss curve);
+4. ``results.json``, ``results.md`` (mean ± std and paired differences against KD) and ``lm.png``.
+
+Seeds fix the student's initialisation and the order of the training blocks; every method sees the same
+blocks in the same order for a seed. Under ``torchrun --nproc_per_node N`` the students train with DDP
+(gloo on CPU): the batch is split across processes and the global batches are the single-process ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unikd._atomic import atomic_write, atomic_write_text
+
+from ._require import require
+from .corpus import Blocks, batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
+from .evaluate import evaluate_lm
+from .example_config import LMExampleConfig, ModelSize, config_to_yaml
+from .example_report import write_report
+from .trainer import DistillationTrainer, DistillSettings
+
+transformers = require("transformers")
+
+
+class _InOrder:
+    """Reads the training set sequentially: :class:`Blocks` already holds the seeded order."""
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001 - Trainer's signature
+        return torch.utils.data.SequentialSampler(
+            self.train_dataset if train_dataset is None else train_dataset
+        )
+
+
+class OrderedTrainer(_InOrder, transformers.Trainer):
+    pass
+
+
+class OrderedDistillationTrainer(_InOrder, DistillationTrainer):
+    pass
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment (``(0, 1)`` outside it)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_model(size: ModelSize, vocab: int, context: int, eos: int, seed: int):
+    transformers.set_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=size.hidden,
+        intermediate_size=size.hidden * 8 // 3 // 8 * 8 or 8,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.heads,
+        max_position_embeddings=context,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        tie_word_embeddings=False,
+        use_cache=False,
+    )
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def _save_tensor(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _wait_for(path: Path, what: str, timeout: float = 4 * 3600) -> None:
+    start = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"rank {world()[0]} waited {timeout:.0f} s for {what} ({path}) from rank 0")
+        time.sleep(2)
+
+
+def prepare_data(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
+    folder = out / "data"
+    done = folder / "corpus.json"
+    if not done.exists():
+        if world()[0] != 0:
+            _wait_for(done, "the prepared data")
+        else:
+            t0 = time.perf_counter()
+            root = Path(cfg.corpus_dir) if cfg.corpus_dir else stdlib_root()
+            train_texts, val_texts, summary = read_split(
+                root, val_percent=cfg.val_percent, max_bytes=cfg.max_bytes
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            tok = train_tokenizer(train_texts, cfg.vocab_size, folder / "tokenizer.json")
+            blocks = {
+                "train": encode_blocks(tok, train_texts, cfg.block_size),
+                "val": encode_blocks(tok, val_texts, cfg.block_size),
+            }
+            _save_tensor(folder / "blocks.pt", blocks)
+            summary.update(
+                vocab_size=tok.get_vocab_size(),
+                block_size=cfg.block_size,
+                blocks={k: int(v.shape[0]) for k, v in blocks.items()},
+                seconds=round(time.perf_counter() - t0, 1),
+            )
+            _write_json(done, summary)
+            echo(
+                f"[lm] data: {summary['files']['train']} train / {summary['files']['val']} validation files, "
+                f"{summary['blocks']['train']} / {summary['blocks']['val']} blocks of {cfg.block_size} "
+                f"tokens, "
+                f"BPE vocabulary {summary['vocab_size']} ({summary['seconds']} s)"
+            )
+    summary = json.loads(done.read_text())
+    if summary["block_size"] != cfg.block_size:
+        raise ValueError(
+            f"{folder} holds blocks of {summary['block_size']} tokens but block_size="
+            f"{cfg.block_size}; use another out_dir or delete {folder}"
+        )
+    blocks = torch.load(folder / "blocks.pt")
+    tok = load_tokenizer(folder / "tokenizer.json")
+    return {
+        "summary": summary,
+        "train": blocks["train"],
+        "val": blocks["val"][: cfg.val_blocks],
+        "tokenizer": tok,
+    }
+
+
+def _args(cfg: LMExampleConfig, run_dir: Path, *, steps: int, lr: float, seed: int):
+    rank, size = world()
+    if cfg.batch_size % size:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {size} processes")
+    cuda = torch.cuda.is_available()
+    return transformers.TrainingArguments(
+        output_dir=str(run_dir / "trainer"),
+        per_device_train_batch_size=cfg.batch_size // size,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(cfg.warmup_ratio * steps),
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.log_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=not cuda,
+        ddp_backend=None if cuda or size == 1 else "gloo",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        log_level="warning",
+    )
+
+
+def _train_set(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int) -> Blocks:
+    epochs = max(1, math.ceil(steps * cfg.batch_size / blocks.shape[0]))
+    return Blocks(blocks, seed=seed, epochs=epochs)
+
+
+def _curve(trainer) -> list[dict[str, float]]:
+    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t")
+    return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history if "loss" in row]
+
+
+def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
+    folder = out / "teacher"
+    done = folder / "result.json"
+    if not done.exists():
+        if world()[0] != 0:
+            _wait_for(done, "the trained teacher")
+        else:
+            t0 = time.perf_counter()
+            eos = data["tokenizer"].token_to_id("<|endoftext|>")
+            vocab = data["tokenizer"].get_vocab_size()
+            model = build_model(cfg.teacher, vocab, cfg.block_size, eos, seed=1234)
+            args = _args(cfg, folder, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=1234)
+            trainer = OrderedTrainer(
+                model=model, args=args, train_dataset=_train_set(cfg, data["train"], cfg.teacher_steps, 1234)
+            )
+            trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+            trainer.train()
+            tmp = folder / "model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            tmp.replace(folder / "model")
+            metrics = evaluate_lm(model, batches(data["val"], 64), chunk_size=cfg.chunk_size)
+            result = {
+                **metrics,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "curve": _curve(trainer),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+            _write_json(done, result)
+            shutil.rmtree(folder / "trainer", ignore_errors=True)
+            echo(
+                f"[lm] teacher: {cfg.teacher_steps} steps in {result['seconds']} s, validation perplexity "
+                f"{metrics['val_ppl']:.2f}"
+            )
+    teacher = transformers.LlamaForCausalLM.from_pretrained(folder / "model")
+    return teacher, json.loads(done.read_text())
+
+
+def train_student(
+    cfg: LMExampleConfig, method: str, seed: int, teacher, data: dict[str, Any], run_dir: Path
+) -> dict[str, Any] | None:
+    """Train one student; return its result on rank 0 (None on other ranks)."""
+    t0 = time.perf_counter()
+    eos = data["tokenizer"].token_to_id("<|endoftext|>")
+    vocab = data["tokenizer"].get_vocab_size()
+    student = build_model(cfg.student, vocab, cfg.block_size, eos, seed=seed)
+    args = _args(cfg, run_dir, steps=cfg.steps, lr=cfg.lr, seed=seed)
+    train_set = _train_set(cfg, data["train"], cfg.steps, seed)
+    if method == "ce":
+        trainer = OrderedTrainer(model=student, args=args, train_dataset=train_set)
+    else:
+        settings = DistillSettings(
+            method,
+            hyperparameters=dict(cfg.hyperparameters.get(method, {})),
+            ce_weight=cfg.ce_weight,
+            weight=cfg.weight,
+            fused=cfg.fused,
+            chunk_size=cfg.chunk_size,
+        )
+        trainer = OrderedDistillationTrainer(
+            student, teacher, args, distill=settings, train_dataset=train_set
+        )
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return None
+    metrics = evaluate_lm(student, batches(data["val"], 64), teacher, chunk_size=cfg.chunk_size)
+    shutil.rmtree(run_dir / "trainer", ignore_errors=True)
+    return {
+        **metrics,
+        "method": method,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "processes": world()[1],
+        "curve": _curve(trainer),
+    }
+
+
+def run_example(cfg: LMExampleConfig, *, tag: str = "", echo=print) -> dict[str, Any] | None:
+    """Run every stage that has not run yet; return the summary (rank 0) or None (other ranks)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    rank, size = world()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / ("config.yaml" if not tag else f"config-{tag}.yaml"), config_to_yaml(cfg))
+    data = prepare_data(cfg, out, echo)
+    teacher, teacher_result = train_teacher(cfg, out, data, echo)
+    suffix = f"-{tag}" if tag else ""
+    todo = [
+        (m, s)
+        for s in cfg.seeds
+        for m in cfg.methods
+        if not (out / "runs" / m / f"seed{s}{suffix}" / "result.json").exists()
+    ]
+    total = len(cfg.seeds) * len(cfg.methods)
+    t0 = time.perf_counter()
+    for i, (method, seed) in enumerate(todo):
+        run_dir = out / "runs" / method / f"seed{seed}{suffix}"
+        result = train_student(cfg, method, seed, teacher, data, run_dir)
+        if result is None:
+            continue
+        _write_json(run_dir / "result.json", result)
+        left = (time.perf_counter() - t0) / (i + 1) * (len(todo) - i - 1)
+        kl = f", KL to teacher {result['val_kl']:.4f}" if "val_kl" in result else ""
+        echo(
+            f"[lm] {method} seed {seed}{' (' + tag + ')' if tag else ''}: {result['train_seconds']} s, "
+            f"validation perplexity {result['val_ppl']:.3f}{kl} "
+            f"[{total - len(todo) + i + 1}/{total}, ~{left / 60:.0f} min left]"
+        )
+    if rank != 0:
+        return None
+    return write_report(cfg, out, teacher_result, data["summary"], tag=tag, echo=echo)
+
+
+__all__ = ["build_model", "run_example", "train_student", "train_teacher", "prepare_data", "world"]

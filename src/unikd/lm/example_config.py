@@ -1,0 +1,192 @@
+"""The settings of ``unikd lm-distill``: a typed config read from YAML, with ``key=value`` overrides.
+
+Unknown keys fail with the closest valid key. ``--quick`` swaps in :data:`QUICK` (a smoke test of every
+stage in about a minute; its numbers mean nothing). The resolved config is saved as ``config.yaml`` in the
+output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
+
+
+@dataclass
+class ModelSize:
+    """A Llama decoder: ``layers`` blocks of width ``hidden`` with ``heads`` attention heads."""
+
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+
+
+@dataclass
+class LMExampleConfig:
+    out_dir: str = "runs/lm/stdlib"
+    corpus_dir: str = ""  # empty: the standard library of the running Python
+    max_bytes: int = 4_000_000  # source bytes read (train + validation)
+    val_percent: int = 10  # files whose path hash mod 100 falls below this are validation
+    vocab_size: int = 2048  # byte-level BPE trained on the training files
+    block_size: int = 64  # tokens per sequence (the models' context)
+    teacher: ModelSize = field(default_factory=ModelSize)
+    teacher_steps: int = 800
+    teacher_lr: float = 3e-3
+    student: ModelSize = field(default_factory=lambda: ModelSize(layers=2, hidden=64, heads=2))
+    steps: int = 300  # student optimizer steps
+    lr: float = 3e-3
+    batch_size: int = 16  # sequences per optimizer step (split across processes under torchrun)
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    ce_weight: float = 1.0  # every distilled student minimises ce_weight * CE + weight * loss
+    weight: float = 1.0
+    hyperparameters: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per method, e.g. {kd: {temperature: 2}}
+    val_blocks: int = 1024  # validation sequences scored (at most)
+    fused: bool = True
+    chunk_size: int = 1024
+    log_steps: int = 10
+    threads: int = 0  # torch CPU threads; 0: every core
+
+
+QUICK: dict[str, Any] = {
+    "max_bytes": 200_000,
+    "vocab_size": 384,
+    "block_size": 32,
+    "teacher": {"layers": 2, "hidden": 32, "heads": 2},
+    "teacher_steps": 20,
+    "student": {"layers": 1, "hidden": 16, "heads": 2},
+    "steps": 8,
+    "batch_size": 8,
+    "seeds": [0],
+    "val_blocks": 32,
+    "log_steps": 2,
+}
+
+
+def _closest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix or 'the config'} must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ValueError(
+                f"unknown config key {prefix + key!r}{_closest(key, list(fields))}; "
+                f"valid keys: {', '.join(fields)}"
+            )
+        default = (
+            fields[key].default_factory()
+            if fields[key].default_factory is not dataclasses.MISSING
+            else fields[key].default
+        )
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{prefix}{key}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{prefix}{key} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (
+                    isinstance(default, int)
+                    and not isinstance(default, bool)
+                    and isinstance(value, float)
+                    and not value.is_integer()
+                )
+            ):
+                raise ValueError(f"{prefix}{key} must be a number like {default!r}, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, list) and not isinstance(value, list):
+            value = [value]
+        elif isinstance(default, str) and not isinstance(value, str):
+            value = str(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def _override(text: str) -> dict[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {text!r} is not key=value (e.g. steps=100 or student.layers=3)")
+    parsed: Any = yaml.safe_load(value) if value else ""
+    for part in reversed(key.split(".")):
+        parsed = {part: parsed}
+    return parsed
+
+
+def load_example_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, quick: bool = False
+) -> LMExampleConfig:
+    """Defaults, then ``QUICK`` (with ``quick``), then the YAML file, then ``key=value`` overrides."""
+    raw: dict[str, Any] = dict(QUICK) if quick else {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {path} not found") from None
+        raw = _merge(raw, loaded)
+    for text in overrides or []:
+        raw = _merge(raw, _override(text))
+    cfg = _build(LMExampleConfig, raw, "")
+    check_example_config(cfg)
+    return cfg
+
+
+def check_example_config(cfg: LMExampleConfig) -> None:
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown or not cfg.methods:
+        raise ValueError(f"methods must be a non-empty list from {list(METHODS)}, got {cfg.methods}")
+    extra = sorted(set(cfg.hyperparameters) - set(cfg.methods))
+    if extra:
+        raise ValueError(f"hyperparameters given for methods that are not run: {extra}")
+    for name, value in (
+        ("block_size", cfg.block_size),
+        ("steps", cfg.steps),
+        ("teacher_steps", cfg.teacher_steps),
+        ("batch_size", cfg.batch_size),
+        ("vocab_size", cfg.vocab_size),
+        ("val_blocks", cfg.val_blocks),
+        ("log_steps", cfg.log_steps),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for role, size in (("teacher", cfg.teacher), ("student", cfg.student)):
+        if min(size.layers, size.hidden, size.heads) < 1 or size.hidden % size.heads:
+            raise ValueError(
+                f"{role}.hidden ({size.hidden}) must be a positive multiple of {role}.heads "
+                f"({size.heads}), with layers >= 1"
+            )
+    if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
+        raise ValueError(f"seeds must be distinct and non-empty, got {cfg.seeds}")
+
+
+def config_to_yaml(cfg: LMExampleConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+__all__ = ["METHODS", "QUICK", "LMExampleConfig", "ModelSize", "config_to_yaml", "load_example_config"]

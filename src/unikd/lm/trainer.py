@@ -1,0 +1,203 @@
+"""``DistillationTrainer``: a ``transformers.Trainer`` whose loss is a token-level distillation loss.
+
+The student runs through the Trainer's own (possibly DDP-wrapped) model, so ``torchrun`` and
+``accelerate launch`` work unchanged. With ``fused=True`` (the default) neither model's ``(B, T, V)`` logits
+exist: the hidden states that feed each output head are captured (:mod:`unikd.lm.capture`) and
+:class:`unikd.token.FusedDistillLoss` applies the heads chunk by chunk, with the cross-entropy in the same
+pass. ``fused=False`` computes the same loss from the logits the models return (the reference path, and the
+path for sharded heads under FSDP / ZeRO-3).
+
+The teacher is frozen, in eval mode, moved to the training device and never handed to the accelerator, the
+optimizer or DDP. Every term is logged by name beside the Trainer's ``loss``: ``ce`` and the distillation
+loss under its own name (``kd``, ``reverse_kl``, ``taid``, ...), averaged over the logging interval and over
+processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unikd.token import (
+    FusedDistillLoss,
+    TokenDistillLoss,
+    cross_entropy,
+    list_token_losses,
+    next_token_labels,
+)
+
+from ._require import require
+from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
+from .checks import check_dataset, check_pair, context_length
+
+transformers = require("transformers")
+
+
+@dataclass
+class DistillSettings:
+    """What the trainer minimises: ``ce_weight * CE + weight * loss(student, teacher)`` per kept token.
+
+    ``loss`` is a name from :func:`unikd.token.list_token_losses` (``kd``, ``reverse_kl``, ``jsd``, ``dkd``,
+    ``nkd``, ``taid``); ``hyperparameters`` its settings (e.g. ``{"temperature": 2.0}``; for ``taid`` also
+    ``t_start``, ``t_end``, ``alpha``, ``beta``, ``adaptive``). ``chunk_size`` is tokens per chunk of the
+    fused path (None: about 2**25 logits per chunk). ``vocab_size`` cuts padded heads to the tokenizer.
+    """
+
+    loss: str = "kd"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    ce_weight: float = 1.0
+    weight: float = 1.0
+    fused: bool = True
+    chunk_size: int | None = None
+    vocab_size: int | None = None
+    ignore_index: int = -100
+
+    def __post_init__(self) -> None:
+        if self.loss not in list_token_losses() or self.loss == "uskd":
+            names = ", ".join(n for n in list_token_losses() if n != "uskd")
+            raise ValueError(
+                f"unknown teacher loss {self.loss!r}; use one of {names} (uskd trains a weak head, not a "
+                "teacher: call unikd.token.FusedDistillLoss('uskd') in your own loop)"
+            )
+
+
+def freeze_teacher(teacher: nn.Module, device: torch.device | str) -> nn.Module:
+    """Eval mode, no gradients, on ``device``."""
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher.to(device)
+
+
+class DistillationTrainer(transformers.Trainer):
+    """``Trainer(model=student, ...)`` plus ``teacher`` and ``distill`` (a :class:`DistillSettings`).
+
+    ``DistillationTrainer(model, teacher, args, distill=DistillSettings("reverse_kl"), train_dataset=ds,
+    data_collator=collator)``; every other ``Trainer`` argument passes through. Raises ``ValueError``
+    before training when the teacher does not fit the student (vocabulary, head, tokenizer given as
+    ``student_tokenizer``/``teacher_tokenizer``) or the data does not fit the models (a sequence longer
+    than either context, no label to learn from).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        args: Any = None,
+        *,
+        distill: DistillSettings | None = None,
+        student_tokenizer: Any = None,
+        teacher_tokenizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        distill = distill or DistillSettings()
+        self.distill = distill
+        self.vocab = check_pair(
+            model,
+            teacher,
+            vocab_size=distill.vocab_size,
+            student_tokenizer=student_tokenizer,
+            teacher_tokenizer=teacher_tokenizer,
+        )
+        contexts = [c for c in (context_length(model), context_length(teacher)) if c is not None]
+        self.context = min(contexts) if contexts else None
+        check_dataset(kwargs.get("train_dataset"), self.context, ignore_index=distill.ignore_index)
+        if kwargs.get("eval_dataset") is not None and not isinstance(kwargs["eval_dataset"], dict):
+            check_dataset(
+                kwargs["eval_dataset"], self.context, ignore_index=distill.ignore_index, name="eval_dataset"
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        # Our loss is a mean over the micro-batch's tokens; the Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.teacher = freeze_teacher(teacher, self.args.device)
+        common = {"ignore_index": distill.ignore_index, "vocab_size": distill.vocab_size}
+        if distill.fused:
+            for role, m in (("student", model), ("teacher", self.teacher)):
+                check_head_capture(m, role)
+            self.loss_fn: nn.Module = FusedDistillLoss(
+                distill.loss,
+                chunk_size=distill.chunk_size,
+                ce_weight=distill.ce_weight,
+                weight=distill.weight,
+                **common,
+                **distill.hyperparameters,
+            )
+            self._student_capture = HiddenCapture(model)
+            self._teacher_capture = HiddenCapture(self.teacher)
+        else:
+            self.loss_fn = TokenDistillLoss(distill.loss, **common, **distill.hyperparameters)
+        self._terms: dict[str, Tensor] = {}
+        self._term_steps = 0
+
+    # -- the loss -------------------------------------------------------------------------------------
+    def _targets(self, inputs: dict[str, Any]) -> Tensor:
+        labels = inputs.pop("labels", None)
+        if labels is None:
+            raise ValueError(
+                "the batch has no 'labels': use a collator that sets them (DataCollatorForLanguageModeling("
+                "tokenizer, mlm=False)) or put labels=input_ids into each example"
+            )
+        return next_token_labels(labels, ignore_index=self.distill.ignore_index)
+
+    def _progress(self) -> float | None:
+        max_steps = getattr(self.state, "max_steps", 0) or 0
+        return min(1.0, self.state.global_step / max_steps) if max_steps > 0 else None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        inputs = dict(inputs)
+        targets = self._targets(inputs)
+        d = self.distill
+        progress = self._progress() if model.training else None
+        if d.fused:
+            hs = hidden_states(model, self._student_capture, inputs)
+            with torch.no_grad():
+                ht = hidden_states(self.teacher, self._teacher_capture, inputs)
+            ws, bs = output_head(self.accelerator.unwrap_model(model), "student")
+            wt, bt = output_head(self.teacher, "teacher")
+            loss, parts = self.loss_fn(
+                hs,
+                ws,
+                ht,
+                wt,
+                targets,
+                student_bias=bs,
+                teacher_bias=bt,
+                progress=progress,
+                return_parts=True,
+            )
+            ce, term = parts["ce"], parts["distill"]
+        else:
+            logits = model(**inputs, use_cache=False).logits
+            with torch.no_grad():
+                t_logits = self.teacher(**inputs, use_cache=False).logits
+            vocab = self.vocab
+            ce = cross_entropy(logits[..., :vocab], targets, ignore_index=d.ignore_index)
+            term = self.loss_fn(logits, t_logits, targets, progress=progress)
+            loss = d.ce_weight * ce + d.weight * term
+        if model.training:
+            self._record({"ce": ce, d.loss: term})
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    # -- logging ------------------------------------------------------------------------------------
+    def _record(self, terms: dict[str, Tensor]) -> None:
+        for name, value in terms.items():
+            v = value.detach().float()
+            self._terms[name] = self._terms[name] + v if name in self._terms else v
+        self._term_steps += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._term_steps:
+            names = sorted(self._terms)
+            local = torch.stack([self._terms[n] for n in names]) / self._term_steps
+            mean = self.accelerator.reduce(local.to(self.args.device), reduction="mean")
+            for name, value in zip(names, mean.tolist()):
+                logs[name] = round(value, 6)
+            if getattr(self.loss_fn, "schedule", None) is not None:
+                logs["taid_t"] = round(float(self.loss_fn.schedule.t), 6)
+            self._terms, self._term_steps = {}, 0
+        super().log(logs, *args, **kwargs)
+
+
+__all__ = ["DistillSettings", "DistillationTrainer", "freeze_teacher"]

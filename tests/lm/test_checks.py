@@ -1,0 +1,118 @@
+"""Bad input to unikd.lm fails before training, with a message that names the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lm_support import CONTEXT, args, examples, gpt2, llama, transformers
+
+lm = pytest.importorskip("unikd.lm")
+
+
+def make(tmp_path, student=None, teacher=None, data=None, **kw):
+    return lm.DistillationTrainer(
+        student or llama(seed=2),
+        teacher or llama(hidden=24, seed=1),
+        args(tmp_path),
+        train_dataset=examples(8) if data is None else data,
+        **kw,
+    )
+
+
+def test_vocabulary_mismatch(tmp_path):
+    with pytest.raises(ValueError, match=r"vocabulary size mismatch.*V=96.*V=80.*vocab_size="):
+        make(tmp_path, teacher=llama(hidden=24, vocab=80))
+
+
+def test_padded_head_cut_with_vocab_size(tmp_path):
+    trainer = make(tmp_path, teacher=llama(hidden=24, vocab=128), distill=lm.DistillSettings(vocab_size=96))
+    assert trainer.vocab == 96
+    trainer.train()
+
+
+def test_tokenizer_mismatch(tmp_path):
+    a = {f"t{i}": i for i in range(96)}
+    b = dict(a, t5=6, t6=5)
+    with pytest.raises(ValueError, match="tokenizers differ in 2 token"):
+        make(tmp_path, student_tokenizer=a, teacher_tokenizer=b)
+    with pytest.raises(ValueError, match="pass both"):
+        make(tmp_path, student_tokenizer=a)
+
+
+def test_head_that_does_not_fit_the_hidden_size(tmp_path):
+    teacher = llama(hidden=24, seed=1)
+    teacher.lm_head = torch.nn.Linear(32, 96, bias=False)
+    with pytest.raises(ValueError, match=r"head expects inputs of width 32 but its hidden size is 24"):
+        make(tmp_path, teacher=teacher)
+
+
+def test_model_without_output_head(tmp_path):
+    with pytest.raises(ValueError, match="no linear output head"):
+        make(tmp_path, teacher=transformers.LlamaModel(llama(hidden=24).config))
+
+
+def test_teacher_is_student(tmp_path):
+    s = llama()
+    with pytest.raises(ValueError, match="teacher is the student"):
+        make(tmp_path, student=s, teacher=s)
+
+
+def test_labels_without_any_kept_token(tmp_path):
+    data = [{"input_ids": e["input_ids"], "labels": torch.full((CONTEXT,), -100)} for e in examples(4)]
+    with pytest.raises(ValueError, match="no token to learn from.*DataCollatorForLanguageModeling"):
+        make(tmp_path, data=data)
+
+
+def test_sequence_longer_than_context(tmp_path):
+    data = examples(3) + examples(1, length=CONTEXT + 4)
+    with pytest.raises(
+        ValueError, match=rf"train_dataset\[3\] has {CONTEXT + 4} tokens .* at most {CONTEXT}"
+    ):
+        make(tmp_path, data=data)
+    # the teacher's context counts too
+    with pytest.raises(ValueError, match="at most 8"):
+        make(tmp_path, teacher=llama(hidden=24, context=8), data=examples(2))
+
+
+def test_empty_dataset_and_missing_input_ids(tmp_path):
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        make(tmp_path, data=[])
+    with pytest.raises(ValueError, match="no 'input_ids'.*tokenize"):
+        make(tmp_path, data=[{"text": "hello"}])
+
+
+def test_batch_without_labels(tmp_path):
+    trainer = make(tmp_path)
+    batch = {"input_ids": torch.stack([e["input_ids"] for e in examples(2)])}
+    with pytest.raises(ValueError, match="no 'labels'"):
+        trainer.compute_loss(trainer.model, batch)
+
+
+def test_unknown_or_teacherless_loss():
+    with pytest.raises(ValueError, match="unknown teacher loss 'kld'"):
+        lm.DistillSettings("kld")
+    with pytest.raises(ValueError, match="uskd trains a weak head"):
+        lm.DistillSettings("uskd")
+
+
+class SoftCapped(transformers.LlamaForCausalLM):
+    """A model that transforms its logits after the head (as Gemma-2's final soft-capping does)."""
+
+    def forward(self, *a, **kw):
+        out = super().forward(*a, **kw)
+        out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+        return out
+
+
+def test_logit_post_processing_refused_by_fused_path(tmp_path):
+    torch.manual_seed(0)
+    capped = SoftCapped(llama(hidden=24).config)
+    torch.nn.init.normal_(capped.lm_head.weight, std=2.0)
+    with pytest.raises(ValueError, match="transforms its logits after the output head.*fused=False"):
+        make(tmp_path, teacher=capped)
+    make(tmp_path, teacher=capped, distill=lm.DistillSettings(fused=False))  # the logits path accepts it
+
+
+def test_gpt2_teacher_for_llama_student_same_vocab(tmp_path):
+    """Families may differ; only the vocabulary must match."""
+    make(tmp_path, teacher=gpt2(hidden=24, layers=2)).train()
