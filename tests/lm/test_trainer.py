@@ -120,3 +120,46 @@ def test_evaluate_lm_matches_direct_computation():
     assert got["val_ppl"] == pytest.approx(math.exp(ce), rel=1e-5)
     assert got["val_kl"] == pytest.approx(kl, rel=1e-4, abs=1e-7)
     assert got["val_tokens"] == y.numel()
+
+
+def test_taid_schedule_resumes_from_a_trainer_checkpoint(tmp_path):
+    """A run resumed from checkpoint-3 ends where the uninterrupted run ends (TAID's t included)."""
+    teacher = llama(hidden=24, seed=1)
+    data = examples(24)
+
+    def trainer(out, steps):
+        t = lm.DistillationTrainer(
+            llama(seed=2),
+            teacher,
+            args(
+                tmp_path,
+                output_dir=str(out),
+                max_steps=steps,
+                save_strategy="steps",
+                save_steps=3,
+                logging_steps=1,
+            ),
+            train_dataset=data,
+            distill=lm.DistillSettings("taid"),
+        )
+        in_order = torch.utils.data.SequentialSampler(t.train_dataset)
+        t._get_train_sampler = lambda *a, in_order=in_order, **k: in_order
+        return t
+
+    full = trainer(tmp_path / "full", 6)
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    assert (checkpoint / "unikd_loss_state.pt").exists()
+    resumed = trainer(tmp_path / "resumed", 6)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    state = full.loss_fn.schedule.state_dict()  # t, prev_loss, momentum
+    for key, value in resumed.loss_fn.schedule.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=1e-5, atol=1e-7, msg=key)
+    for (n, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=n)
+    # without the saved loss state the schedule restarts, and the run ends elsewhere
+    (checkpoint / "unikd_loss_state.pt").unlink()
+    restarted = trainer(tmp_path / "restarted", 6)
+    restarted.train(resume_from_checkpoint=str(checkpoint))
+    m_restarted, m_full = float(restarted.loss_fn.schedule.momentum), float(state["momentum"])
+    assert m_restarted != pytest.approx(m_full, rel=0.05), (m_restarted, m_full)

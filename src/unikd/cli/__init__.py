@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unikd",
         description="Knowledge distillation (NKD, KD, DKD) and self-distillation (USKD, tf-KD, Zipf-LS) "
-        "for image classifiers.",
+        "for image classifiers, and token-level distillation of language models (lm-distill).",
         epilog="Run 'unikd COMMAND --help' for a command's options.",
     )
     from unikd import __version__

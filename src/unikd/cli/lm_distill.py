@@ -7,6 +7,8 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from unikd.lm.example_config import describe_defaults
+
     p = subparsers.add_parser(
         "lm-distill",
         help="distil a small causal LM on Python's standard library (needs unikd[lm]; ~40 min on 2 cores)",
@@ -21,13 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  unikd lm-distill --quick                      # every stage in about a minute (smoke test)\n"
-            "  unikd lm-distill                              # the full example (defaults below)\n"
+            "  unikd lm-distill                              # the full example (the settings below)\n"
             "  unikd lm-distill my.yaml steps=600 seeds=[0,1,2,3,4] methods=[ce,kd,taid]\n"
             "  torchrun --nproc_per_node 2 -m unikd lm-distill --quick --tag ddp\n"
-            "config keys: out_dir corpus_dir max_bytes val_percent vocab_size block_size teacher.{layers,"
-            "hidden,heads}\n  teacher_steps teacher_lr student.{layers,hidden,heads} steps lr batch_size "
-            "warmup_ratio weight_decay seeds\n  methods ce_weight weight hyperparameters.<method>.<name> "
-            "val_blocks fused chunk_size log_steps threads"
+            "settings (key=default; hyperparameters.<method>.<name>=value sets a loss hyperparameter):\n"
+            + describe_defaults()
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

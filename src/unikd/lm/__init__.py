@@ -2,7 +2,8 @@
 
 - :class:`DistillationTrainer` / :class:`DistillSettings`: a ``transformers.Trainer`` whose loss is any
   teacher loss of :mod:`unikd.token`, fused with the output heads so no ``(B, T, V)`` logits exist; runs
-  under ``torchrun`` / ``accelerate launch`` unchanged.
+  under ``torchrun`` / ``accelerate launch`` unchanged. :class:`DistillationMixin` gives other Trainer
+  subclasses (TRL's ``SFTTrainer``) the same loss.
 - :func:`check_pair`, :func:`check_dataset`: the preflight the trainer runs (vocabulary, heads, tokenizers,
   context length, labels).
 - :func:`evaluate_lm`: validation perplexity and per-token KL to the teacher.
@@ -13,25 +14,34 @@ See ``docs/lm.md``.
 
 from __future__ import annotations
 
-from ._require import EXTRA_HINT, require
+import importlib
+from typing import Any
 
-require("transformers")
+from ._require import EXTRA_HINT
 
-from .capture import HiddenCapture, check_head_capture, output_head  # noqa: E402
-from .checks import check_dataset, check_pair, context_length  # noqa: E402
-from .evaluate import evaluate_lm  # noqa: E402
-from .trainer import DistillationTrainer, DistillSettings, freeze_teacher  # noqa: E402
+# Imported on first use, so that ``unikd.lm.example_config`` (and ``unikd --help``) work without the extra;
+# the first name that needs ``transformers`` raises an ImportError naming ``unikd[lm]``.
+_EXPORTS = {
+    "DistillSettings": "trainer",
+    "DistillationMixin": "trainer",
+    "DistillationTrainer": "trainer",
+    "freeze_teacher": "trainer",
+    "HiddenCapture": "capture",
+    "check_head_capture": "capture",
+    "output_head": "capture",
+    "check_dataset": "checks",
+    "check_pair": "checks",
+    "context_length": "checks",
+    "evaluate_lm": "evaluate",
+}
 
-__all__ = [
-    "EXTRA_HINT",
-    "DistillSettings",
-    "DistillationTrainer",
-    "HiddenCapture",
-    "check_dataset",
-    "check_head_capture",
-    "check_pair",
-    "context_length",
-    "evaluate_lm",
-    "freeze_teacher",
-    "output_head",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'unikd.lm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unikd.lm.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["EXTRA_HINT", *sorted(_EXPORTS)]

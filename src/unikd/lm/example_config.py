@@ -185,8 +185,39 @@ def check_example_config(cfg: LMExampleConfig) -> None:
         raise ValueError(f"seeds must be distinct and non-empty, got {cfg.seeds}")
 
 
+def describe_defaults(width: int = 110) -> str:
+    """``key=default`` for every setting (nested keys dotted), wrapped to ``width`` columns."""
+    flat: list[str] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
+                flat.append(f"{prefix}{f.name}={shown!s}" if shown != "" else f"{prefix}{f.name}=''")
+
+    walk(LMExampleConfig(), "")
+    lines, line = [], " "
+    for item in flat:
+        if len(line) + len(item) + 1 > width:
+            lines.append(line)
+            line = " "
+        line += " " + item
+    return "\n".join([*lines, line])
+
+
 def config_to_yaml(cfg: LMExampleConfig) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 
-__all__ = ["METHODS", "QUICK", "LMExampleConfig", "ModelSize", "config_to_yaml", "load_example_config"]
+__all__ = [
+    "METHODS",
+    "QUICK",
+    "LMExampleConfig",
+    "ModelSize",
+    "config_to_yaml",
+    "describe_defaults",
+    "load_example_config",
+]

@@ -15,12 +15,15 @@ processes.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from unikd._atomic import atomic_write
 from unikd.token import (
     FusedDistillLoss,
     TokenDistillLoss,
@@ -71,28 +74,32 @@ def freeze_teacher(teacher: nn.Module, device: torch.device | str) -> nn.Module:
     return teacher.to(device)
 
 
-class DistillationTrainer(transformers.Trainer):
-    """``Trainer(model=student, ...)`` plus ``teacher`` and ``distill`` (a :class:`DistillSettings`).
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+LOSS_STATE = "unikd_loss_state.pt"  # in each Trainer checkpoint folder, beside optimizer.pt
 
-    ``DistillationTrainer(model, teacher, args, distill=DistillSettings("reverse_kl"), train_dataset=ds,
-    data_collator=collator)``; every other ``Trainer`` argument passes through. Raises ``ValueError``
-    before training when the teacher does not fit the student (vocabulary, head, tokenizer given as
-    ``student_tokenizer``/``teacher_tokenizer``) or the data does not fit the models (a sequence longer
-    than either context, no label to learn from).
+
+class DistillationMixin:
+    """The distillation loss and its logging for any ``transformers.Trainer`` subclass (TRL's included).
+
+    Mix it in first (``class MyTrainer(DistillationMixin, SFTTrainer)``) and call :meth:`setup_distillation`
+    once after the trainer is built. :class:`DistillationTrainer` is this mixin on ``transformers.Trainer``.
     """
 
-    def __init__(
+    def setup_distillation(
         self,
-        model: nn.Module,
         teacher: nn.Module,
-        args: Any = None,
-        *,
         distill: DistillSettings | None = None,
+        *,
         student_tokenizer: Any = None,
         teacher_tokenizer: Any = None,
-        **kwargs: Any,
     ) -> None:
+        """Check the pair and the training data, freeze the teacher on the training device, build the loss.
+
+        Raises ``ValueError`` when the teacher does not fit the student (vocabulary, head, tokenizers) or
+        the data does not fit the models (a sequence longer than either context, no label to learn from).
+        """
         distill = distill or DistillSettings()
+        model = self.model
         self.distill = distill
         self.vocab = check_pair(
             model,
@@ -103,12 +110,11 @@ class DistillationTrainer(transformers.Trainer):
         )
         contexts = [c for c in (context_length(model), context_length(teacher)) if c is not None]
         self.context = min(contexts) if contexts else None
-        check_dataset(kwargs.get("train_dataset"), self.context, ignore_index=distill.ignore_index)
-        if kwargs.get("eval_dataset") is not None and not isinstance(kwargs["eval_dataset"], dict):
+        check_dataset(self.train_dataset, self.context, ignore_index=distill.ignore_index)
+        if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
             check_dataset(
-                kwargs["eval_dataset"], self.context, ignore_index=distill.ignore_index, name="eval_dataset"
+                self.eval_dataset, self.context, ignore_index=distill.ignore_index, name="eval_dataset"
             )
-        super().__init__(model=model, args=args, **kwargs)
         # Our loss is a mean over the micro-batch's tokens; the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.teacher = freeze_teacher(teacher, self.args.device)
@@ -146,8 +152,13 @@ class DistillationTrainer(transformers.Trainer):
         return min(1.0, self.state.global_step / max_steps) if max_steps > 0 else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        if not hasattr(self, "loss_fn"):
+            raise RuntimeError(
+                "call trainer.setup_distillation(teacher, DistillSettings(...)) before training"
+            )
         inputs = dict(inputs)
         targets = self._targets(inputs)
+        inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         d = self.distill
         progress = self._progress() if model.training else None
         if d.fused:
@@ -199,5 +210,48 @@ class DistillationTrainer(transformers.Trainer):
             self._terms, self._term_steps = {}, 0
         super().log(logs, *args, **kwargs)
 
+    # -- checkpoints: the loss's own state (TAID's schedule) travels with the optimizer's ------------------
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        state = self.loss_fn.state_dict() if hasattr(self, "loss_fn") else {}
+        if state and self.args.should_save:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write(Path(output_dir) / LOSS_STATE, lambda f: f.write(buf.getvalue()))
 
-__all__ = ["DistillSettings", "DistillationTrainer", "freeze_teacher"]
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = Path(checkpoint) / LOSS_STATE if checkpoint else None
+        if path is not None and path.exists() and hasattr(self, "loss_fn"):
+            self.loss_fn.load_state_dict(torch.load(path, map_location="cpu"))
+
+
+class DistillationTrainer(DistillationMixin, transformers.Trainer):
+    """``Trainer(model=student, ...)`` plus ``teacher`` and ``distill`` (a :class:`DistillSettings`).
+
+    ``DistillationTrainer(model, teacher, args, distill=DistillSettings("reverse_kl"), train_dataset=ds,
+    data_collator=collator)``; every other ``Trainer`` argument passes through. The constructor runs
+    :meth:`~DistillationMixin.setup_distillation`, so a teacher or data that does not fit fails here, before
+    any training step; ``student_tokenizer``/``teacher_tokenizer`` (both or neither) are compared id by id.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        args: Any = None,
+        *,
+        distill: DistillSettings | None = None,
+        student_tokenizer: Any = None,
+        teacher_tokenizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if teacher is model:
+            raise ValueError("the teacher is the student itself; pass a separate (trained) teacher model")
+        super().__init__(model=model, args=args, **kwargs)
+        self.setup_distillation(
+            teacher, distill, student_tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer
+        )
+
+
+__all__ = ["MODEL_INPUTS", "DistillSettings", "DistillationMixin", "DistillationTrainer", "freeze_teacher"]
