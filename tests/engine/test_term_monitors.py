@@ -77,3 +77,21 @@ def test_training_logs_the_kl_form(npz_data, teacher_ckpt, tmp_path):
     train(load_config(None, base_overrides(npz_data, out, **opts)))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r["train/nkd_kl"] >= 0 and r["train/nkd"] >= r["train/nkd_kl"] for r in rows)
+
+
+def test_monitors_can_be_switched_off():
+    logits, teacher, target = _inputs()
+    on = Objective([Term("nkd", NKDLoss())])(logits, target, teacher_logits=teacher)
+    off_obj = Objective([Term("nkd", NKDLoss())], monitors=False)
+    off = off_obj(logits, target, teacher_logits=teacher)
+    assert "nkd_kl" in on and "nkd_kl" not in off and "nkd_kl" not in off_obj.term_names()
+    torch.testing.assert_close(off["loss"], on["loss"])
+
+
+def test_training_without_monitors(npz_data, teacher_ckpt, tmp_path):
+    out = tmp_path / "run"
+    opts = {"method": "nkd", "teacher.model": "tiny_cnn", "teacher.checkpoint": str(teacher_ckpt),
+            "diagnostics.monitors": "false"}
+    train(load_config(None, base_overrides(npz_data, out, **opts)))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all("train/nkd" in r and "train/nkd_kl" not in r for r in rows)

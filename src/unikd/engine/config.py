@@ -118,6 +118,7 @@ class DiagnosticsConfig:
     ratio: float = 100.0  # warn when a term's gradient is > ratio x or < 1/ratio x the CE's ...
     patience: int = 5  # ... at this many measurements in a row
     layer: str | None = None  # module path of the student's "last shared layer"; null = found automatically
+    monitors: bool = True  # log the terms' monitor values every step (NKD/USKD: <term>_kl); false skips them
 
 
 @dataclass

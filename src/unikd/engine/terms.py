@@ -196,7 +196,9 @@ def build_objective(
         )
         rows.append((f"term {tc.name}", _describe(plan, taps, found)))
     smoothing = cfg.loss.smoothing if cfg.method == "ls" else 0.0
-    return Objective(terms, ce_weight=cfg.loss.ce_weight, smoothing=smoothing), rows
+    objective = Objective(terms, ce_weight=cfg.loss.ce_weight, smoothing=smoothing,
+                          monitors=cfg.diagnostics.monitors)
+    return objective, rows
 
 
 def _describe(plan: TermPlan, taps: _Taps, found: dict[str, Any]) -> str:
