@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "lm-distill",
-        help="distil a small causal LM on Python's standard library (needs unikd[lm]; ~40 min on 2 cores)",
+        help="distil a small causal LM on Python's standard library (needs unikd[lm]; ~20 min on 2 cores)",
         description=(
             "Train a byte-level BPE and a Llama teacher on the source files of Python's standard library "
             "(no download), then students half its depth and width with CE only, KD, reverse KL, TAID, NKD "
