@@ -56,9 +56,11 @@ def test_rerun_resumes_without_training(quick_run, capsys):
     assert "[lm] kd seed 0" not in capsys.readouterr().out
 
 
-def test_two_gloo_processes_match_one(quick_run):
-    """Same global batches (the seeded order is read sequentially; each rank takes alternate half-batches),
-    so the logged loss curve of 2 processes x 4 sequences equals 1 process x 8 up to float rounding."""
+def test_two_gloo_processes_match_one(quick_run, tmp_path):
+    """Every stage under torchrun from an empty folder: the same global batches (the seeded order is read
+    sequentially; each rank takes alternate half-batches), so the logged loss curves of 2 processes x 4
+    sequences equal 1 process x 8 up to float rounding -- the teacher's and then the student's."""
+    out = tmp_path / "ddp"
     cmd = [
         sys.executable,
         "-m",
@@ -71,22 +73,22 @@ def test_two_gloo_processes_match_one(quick_run):
         "lm-distill",
         "--quick",
         "--out",
-        str(quick_run),
-        "--tag",
-        "ddp",
+        str(out),
         "methods=[kd]",
         "threads=1",
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    one = json.loads((quick_run / "runs" / "kd" / "seed0" / "result.json").read_text())
-    two = json.loads((quick_run / "runs" / "kd" / "seed0-ddp" / "result.json").read_text())
-    assert two["processes"] == 2 and one["processes"] == 1
-    assert [r["step"] for r in one["curve"]] == [r["step"] for r in two["curve"]]
-    for r1, r2 in zip(one["curve"], two["curve"]):
-        for key in ("loss", "ce", "kd"):
-            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-5), (r1, r2)
-    assert two["val_ppl"] == pytest.approx(one["val_ppl"], rel=1e-3)
+    assert done.stdout.count("[lm] kd seed 0") == 1  # only rank 0 reports and writes
+    pairs = [("teacher/result.json", ("loss",)), ("runs/kd/seed0/result.json", ("loss", "ce", "kd"))]
+    for path, keys in pairs:
+        one, two = (json.loads((folder / path).read_text()) for folder in (quick_run, out))
+        assert two["processes"] == 2 and one["processes"] == 1
+        assert [r["step"] for r in one["curve"]] == [r["step"] for r in two["curve"]]
+        for r1, r2 in zip(one["curve"], two["curve"]):
+            for key in keys:
+                assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-5), (path, r1, r2)
+        assert two["val_ppl"] == pytest.approx(one["val_ppl"], rel=1e-3)
 
 
 def test_config_errors():

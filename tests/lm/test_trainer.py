@@ -163,3 +163,19 @@ def test_taid_schedule_resumes_from_a_trainer_checkpoint(tmp_path):
     restarted.train(resume_from_checkpoint=str(checkpoint))
     m_restarted, m_full = float(restarted.loss_fn.schedule.momentum), float(state["momentum"])
     assert m_restarted != pytest.approx(m_full, rel=0.05), (m_restarted, m_full)
+
+
+def test_trainer_evaluate_reports_the_distillation_loss(tmp_path):
+    """Trainer.evaluate() runs the same loss in eval mode (no logging of training terms, TAID unchanged)."""
+    trainer = lm.DistillationTrainer(
+        llama(seed=2),
+        llama(hidden=24, seed=1),
+        args(tmp_path),
+        train_dataset=examples(8),
+        eval_dataset=examples(6, seed=5),
+        distill=lm.DistillSettings("taid"),
+    )
+    t_before = float(trainer.loss_fn.schedule.t)
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
+    assert float(trainer.loss_fn.schedule.t) == t_before and trainer._term_steps == 0

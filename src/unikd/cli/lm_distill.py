@@ -18,14 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and DKD for several seeds, through unikd.lm.DistillationTrainer (a transformers.Trainer). "
             "Writes results.md (validation perplexity, KL to the teacher, paired differences against KD), "
             "results.json and lm.png into out_dir. Rerunning resumes: finished stages and runs are kept. "
-            "Under torchrun --nproc_per_node N the students train with DDP (gloo on CPU)."
+            "Under torchrun --nproc_per_node N the teacher and students train with DDP (gloo on CPU)."
         ),
         epilog=(
             "examples:\n"
             "  unikd lm-distill --quick                      # every stage in about a minute (smoke test)\n"
             "  unikd lm-distill                              # the full example (the settings below)\n"
             "  unikd lm-distill my.yaml steps=600 seeds=[0,1,2,3,4] methods=[ce,kd,taid]\n"
-            "  torchrun --nproc_per_node 2 -m unikd lm-distill --quick --tag ddp\n"
+            "  torchrun --nproc_per_node 2 -m unikd lm-distill --quick --out runs/lm/quick-ddp\n"
             "settings (key=default; hyperparameters.<method>.<name>=value sets a loss hyperparameter):\n"
             + describe_defaults()
         ),

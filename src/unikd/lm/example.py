@@ -185,19 +185,20 @@ def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
     folder = out / "teacher"
     done = folder / "result.json"
     if not done.exists():
+        # Every process trains (DDP under torchrun, the same global batches as one process); rank 0 saves.
+        t0 = time.perf_counter()
+        eos = data["tokenizer"].token_to_id("<|endoftext|>")
+        vocab = data["tokenizer"].get_vocab_size()
+        model = build_model(cfg.teacher, vocab, cfg.block_size, eos, seed=1234)
+        args = _args(cfg, folder, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=1234)
+        trainer = OrderedTrainer(
+            model=model, args=args, train_dataset=_train_set(cfg, data["train"], cfg.teacher_steps, 1234)
+        )
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+        trainer.train()
         if world()[0] != 0:
-            _wait_for(done, "the trained teacher")
+            _wait_for(done, "the saved teacher")
         else:
-            t0 = time.perf_counter()
-            eos = data["tokenizer"].token_to_id("<|endoftext|>")
-            vocab = data["tokenizer"].get_vocab_size()
-            model = build_model(cfg.teacher, vocab, cfg.block_size, eos, seed=1234)
-            args = _args(cfg, folder, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=1234)
-            trainer = OrderedTrainer(
-                model=model, args=args, train_dataset=_train_set(cfg, data["train"], cfg.teacher_steps, 1234)
-            )
-            trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
-            trainer.train()
             tmp = folder / "model.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
@@ -209,6 +210,7 @@ def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
                 "seconds": round(time.perf_counter() - t0, 1),
                 "curve": _curve(trainer),
                 "parameters": sum(p.numel() for p in model.parameters()),
+                "processes": world()[1],
             }
             _write_json(done, result)
             shutil.rmtree(folder / "trainer", ignore_errors=True)
@@ -262,9 +264,20 @@ def train_student(
 
 
 def run_example(cfg: LMExampleConfig, *, tag: str = "", echo=print) -> dict[str, Any] | None:
-    """Run every stage that has not run yet; return the summary (rank 0) or None (other ranks)."""
+    """Run every stage that has not run yet; return the summary (rank 0) or None (other ranks).
+
+    ``cfg.threads`` sets torch's CPU threads for the call (restored afterwards).
+    """
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run_stages(cfg, tag, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     out = Path(cfg.out_dir)
     rank, size = world()
     if rank == 0:
