@@ -51,7 +51,7 @@ def token_loss(
     reduction = check_reduction(reduction)
     rows = kept_rows(spec, student_logits, other, labels, ignore_index=ignore_index, vocab_size=vocab_size)
     if rows.count == 0:
-        return empty_loss(student_logits)
+        return empty_loss(student_logits, other)
     denom = rows.count if reduction == "mean" else 1
     return rows_loss(spec, rows.student, rows.other, rows.target, denom, hp)
 

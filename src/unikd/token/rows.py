@@ -198,9 +198,14 @@ def rows_loss(
     return spec.kernel(student, other, target, denom, hp, stats)
 
 
-def empty_loss(student_logits: Tensor) -> Tensor:
-    """0 for a batch whose tokens are all ignored, attached to the graph (zero gradient, never NaN)."""
-    return student_logits.reshape(-1)[:0].float().sum()
+def empty_loss(student_logits: Tensor, other: object = None) -> Tensor:
+    """0 for a batch whose tokens are all ignored, attached to the graph (zero gradient, never NaN): to the
+    student's logits, and to ``other`` too when it is a tensor that trains (USKD's weak logits), so every
+    trained input gets a zero gradient rather than none (DDP and ``autograd.grad`` expect one)."""
+    zero = student_logits.reshape(-1)[:0].float().sum()
+    if isinstance(other, Tensor) and other.requires_grad:
+        zero = zero + other.reshape(-1)[:0].float().sum()
+    return zero
 
 
 __all__ = ["Rows", "check_reduction", "empty_loss", "kept_rows", "next_token_labels", "rows_loss"]
