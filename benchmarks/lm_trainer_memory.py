@@ -27,13 +27,7 @@ import sys
 import tempfile
 import time
 
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
+from _peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
 
 
 def worker(a: argparse.Namespace) -> dict:
@@ -79,13 +73,11 @@ def worker(a: argparse.Namespace) -> dict:
         trainer = DistillationTrainer(
             student, teacher, args, train_dataset=data, distill=DistillSettings("kd", fused=a.mode == "fused")
         )
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current resident set
-        base = _status("VmRSS")
-        cpu = time.process_time()
-        trainer.train()
-        cpu = time.process_time() - cpu
-        peak = _status("VmHWM") - base
+        with PeakMemory() as mem:
+            cpu = time.process_time()
+            trainer.train()
+            cpu = time.process_time() - cpu
+        peak = mem.peak_bytes
     loss = [r["loss"] for r in trainer.state.log_history if "loss" in r][-1]
     return {"peak_bytes": peak, "cpu_s": cpu, "loss": loss}
 

@@ -37,18 +37,12 @@ import subprocess
 import sys
 import time
 
+from _peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
+
 METHODS = ("naive unikd", "naive F.kl_div", "fused")
 
 
 # ---- worker: one method, one process ---------------------------------------------------------------------
-def _status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
 def worker(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
@@ -79,11 +73,9 @@ def worker(args: argparse.Namespace) -> dict:
         loss.backward()
         return loss.item()
 
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset VmHWM to the current resident set (the inputs)
-    base = _status("VmRSS")
-    value = step()  # the peak step; also the warm-up of the timed steps
-    peak = _status("VmHWM") - base
+    with PeakMemory() as mem:  # above the resident set of the inputs
+        value = step()  # the peak step; also the warm-up of the timed steps
+    peak = mem.peak_bytes
     wall, cpu = [], []
     for _ in range(args.repeats):
         w0, c0 = time.perf_counter(), time.process_time()
