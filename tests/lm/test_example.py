@@ -56,6 +56,12 @@ def test_rerun_resumes_without_training(quick_run, capsys):
     assert "[lm] kd seed 0" not in capsys.readouterr().out
 
 
+def test_rerun_with_other_settings_is_refused(quick_run, capsys):
+    assert main(["lm-distill", "--quick", "--out", str(quick_run), "steps=9"]) == 1
+    err = capsys.readouterr().err
+    assert "holds runs made with other settings (steps: 8 there, 9 now)" in err and "another --out" in err
+
+
 def test_two_gloo_processes_match_one(quick_run, tmp_path):
     """Every stage under torchrun from an empty folder: the same global batches (the seeded order is read
     sequentially; each rank takes alternate half-batches), so the logged loss curves of 2 processes x 4

@@ -17,6 +17,7 @@ blocks in the same order for a seed. Under ``torchrun --nproc_per_node N`` the s
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -277,11 +278,33 @@ def run_example(cfg: LMExampleConfig, *, tag: str = "", echo=print) -> dict[str,
         torch.set_num_threads(threads)
 
 
+# Settings that do not change what a run computes: a rerun may differ in these and still resume.
+FREE_KEYS = ("out_dir", "seeds", "methods", "threads", "log_steps")
+
+
+def check_settings(cfg: LMExampleConfig, out: Path) -> None:
+    """Refuse to mix runs of different settings in one folder (``settings.json`` records the first)."""
+    mine = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE_KEYS}
+    path = out / "settings.json"
+    if not path.exists():
+        _write_json(path, mine)
+        return
+    theirs = json.loads(path.read_text())
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)
+        raise ValueError(
+            f"{out} holds runs made with other settings ({shown}); use another --out, or the same settings "
+            f"to resume (only {', '.join(FREE_KEYS)} may change between invocations)"
+        )
+
+
 def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     out = Path(cfg.out_dir)
     rank, size = world()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        check_settings(cfg, out)
         atomic_write_text(out / ("config.yaml" if not tag else f"config-{tag}.yaml"), config_to_yaml(cfg))
     data = prepare_data(cfg, out, echo)
     teacher, teacher_result = train_teacher(cfg, out, data, echo)
