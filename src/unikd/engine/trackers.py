@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from unikd._atomic import atomic_write_text
+from unikd._optional import import_optional
 from unikd.registry import closest
 
 TRACKERS = ("wandb", "mlflow")
@@ -98,15 +99,11 @@ class CSVLog:
 
 
 def _import(package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError as exc:
-        raise ImportError(
-            f"trackers=[{package}] needs the {package} package, which is not installed ({exc}); "
-            f"pip install 'unikd[{package}]', or remove {package!r} from trackers"
-        ) from exc
+    return import_optional(
+        package,
+        f"trackers=[{package}] needs the {package} package, which is not installed; "
+        f"pip install 'unikd[{package}]', or remove {package!r} from trackers",
+    )
 
 
 class WandbTracker:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
+
+from unikd._optional import import_optional
 
 EXTRA_HINT = "pip install 'unikd[lm]'  (transformers, tokenizers, accelerate)"
 
 
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise ``ImportError`` naming the ``unikd[lm]`` extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"unikd.lm needs {module.split('.')[0]!r}, which is not installed: {EXTRA_HINT}"
-        ) from exc
+    return import_optional(
+        module, f"unikd.lm needs {module.split('.')[0]!r}, which is not installed: {EXTRA_HINT}"
+    )
 
 
 __all__ = ["EXTRA_HINT", "require"]
