@@ -1,11 +1,18 @@
-"""Tiny causal LMs and datasets for the ``unikd.lm`` tests (random init, no download)."""
+"""Tiny causal LMs and datasets for the ``unikd.lm`` tests (random init, no download).
+
+``UNIKD_LM_TEST_DEVICE=cuda`` runs the Trainer tests on the GPU (the Trainer places the models there); the
+default is the CPU.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 transformers = __import__("pytest").importorskip("transformers")
 
+DEVICE = os.environ.get("UNIKD_LM_TEST_DEVICE", "cpu")
 VOCAB = 96
 CONTEXT = 16
 
@@ -61,7 +68,7 @@ def args(tmp_path, **kw):
         logging_steps=2,
         report_to=[],
         save_strategy="no",
-        use_cpu=True,
+        use_cpu=DEVICE == "cpu",
         learning_rate=1e-2,
         seed=0,
         disable_tqdm=True,
