@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from lm_support import args, examples, gpt2, llama
+from lm_support import DEVICE, args, examples, gpt2, llama
 
 lm = pytest.importorskip("unikd.lm")
 
@@ -120,6 +120,10 @@ def test_evaluate_lm_matches_direct_computation():
     assert got["val_ppl"] == pytest.approx(math.exp(ce), rel=1e-5)
     assert got["val_kl"] == pytest.approx(kl, rel=1e-4, abs=1e-7)
     assert got["val_tokens"] == y.numel()
+    # the student on the test device (UNIKD_LM_TEST_DEVICE), its teacher left on the CPU
+    apart = lm.evaluate_lm(student.to(DEVICE), [ids[:4], ids[4:]], teacher, chunk_size=7)
+    for key in got:
+        assert apart[key] == pytest.approx(got[key], rel=1e-4, abs=1e-7), key
 
 
 def test_taid_schedule_resumes_from_a_trainer_checkpoint(tmp_path):

@@ -34,21 +34,24 @@ def evaluate_lm(
         m.eval()
     caps = [HiddenCapture(m) for m in models]
     heads = [output_head(m, role) for m, role in zip(models, ("student", "teacher"))]
-    device = next(student.parameters()).device
+    # each model runs where its weights are (a CE-only student on the GPU, its teacher still on the CPU);
+    # the teacher's log-probabilities join the student's on the student's device
+    devices = [next(m.parameters()).device for m in models]
+    device = devices[0]
     ce_sum = kl_sum = 0.0
     tokens = 0
     try:
         for ids in batches:
-            ids = ids.to(device)
-            y = next_token_labels(ids)[:, :-1].reshape(-1)  # (N,) every next token
+            y = next_token_labels(ids.to(device))[:, :-1].reshape(-1)  # (N,) every next token
             hs = [
-                hidden_states(m, c, {"input_ids": ids})[:, :-1].reshape(-1, h.shape[1])
-                for m, c, (h, _) in zip(models, caps, heads)
+                hidden_states(m, c, {"input_ids": ids.to(d)})[:, :-1].reshape(-1, h.shape[1])
+                for m, c, (h, _), d in zip(models, caps, heads, devices)
             ]
             for start in range(0, y.numel(), chunk_size):
                 rows = slice(start, start + chunk_size)
                 logp = [
-                    F.log_softmax(F.linear(h[rows], w, b).float(), dim=-1) for h, (w, b) in zip(hs, heads)
+                    F.log_softmax(F.linear(h[rows], w, b).float(), dim=-1).to(device)
+                    for h, (w, b) in zip(hs, heads)
                 ]
                 ce_sum += F.nll_loss(logp[0], y[rows], reduction="sum").item()
                 if teacher is not None:
