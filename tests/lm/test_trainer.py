@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from lm_support import DEVICE, args, examples, gpt2, llama
 
 lm = pytest.importorskip("unikd.lm")
+SRC = Path(__file__).resolve().parents[2] / "src"
+WORKER = Path(__file__).resolve().parent / "ddp_token_worker.py"
 
 
 def _one_step_grads(make_student, teacher, loss, fused, tmp_path, **hp):
@@ -81,7 +88,7 @@ def test_taid_schedule_moves_and_is_logged(tmp_path):
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-    """The loss is a per-micro-batch token mean, so 2 x 4 with accumulation equals 1 x 8 (equal lengths)."""
+    """2 x 4 with accumulation equals 1 x 8 (equal lengths; unequal ones: test_..._is_token_exact)."""
     teacher = llama(hidden=24, seed=1)
     runs = []
     for bs, acc in ((8, 1), (4, 2)):
@@ -104,6 +111,48 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         trainer.train()
         runs.append([row["loss"] for row in trainer.state.log_history if "loss" in row])
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
+def _worker(out, batch, accumulation, processes=1):
+    launch = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    done = subprocess.run([*launch, str(WORKER), str(out), str(batch), str(accumulation)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads((out / "losses.json").read_text()), torch.load(out / "weights.pt")
+
+
+@pytest.mark.parametrize("loss", ["kd", "reverse_kl"])
+def test_gradient_accumulation_is_token_exact(loss, tmp_path):
+    """Micro-batches with unequal kept-token counts: 4 x 2 accumulated equals 1 x 8, loss and weights (the
+    loss is one mean over the optimizer step's kept tokens, not a mean of micro-batch means)."""
+    from ddp_token_worker import masked_examples, run
+
+    data = masked_examples()
+    kept = [int((e["labels"][1:] != -100).sum()) for e in data[:8]]
+    assert len({sum(kept[i : i + 2]) for i in range(0, 8, 2)}) > 1  # the micro-batches really differ
+    result = {}
+    for name, batch, acc in (("one", 8, 1), ("acc", 2, 4)):
+        run(tmp_path / name, batch, acc, loss)
+        result[name] = (json.loads((tmp_path / name / "losses.json").read_text()),
+                        torch.load(tmp_path / name / "weights.pt"))
+    (one, w_one), (acc, w_acc) = result["one"], result["acc"]
+    assert acc == pytest.approx(one, rel=1e-5)
+    for name in w_one:
+        torch.testing.assert_close(w_acc[name], w_one[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_with_accumulation_is_token_exact(tmp_path):
+    """2 gloo processes x 2 sequences x 2 accumulation steps equal 1 process x 8 with unequal kept tokens per
+    rank: the step's token count spans both processes, and the loss undoes DDP's average over them."""
+    one, w_one = _worker(tmp_path / "one", 8, 1)
+    two, w_two = _worker(tmp_path / "two", 2, 2, processes=2)
+    assert two == pytest.approx(one, rel=1e-4)
+    for name in w_one:
+        torch.testing.assert_close(w_two[name], w_one[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_evaluate_lm_matches_direct_computation():

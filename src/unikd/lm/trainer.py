@@ -115,8 +115,9 @@ class DistillationMixin:
             check_dataset(
                 self.eval_dataset, self.context, ignore_index=distill.ignore_index, name="eval_dataset"
             )
-        # Our loss is a mean over the micro-batch's tokens; the Trainer divides it by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
+        # The loss is normalised by the optimizer step's kept-token count (get_batch_samples below), so the
+        # Trainer must not also divide it by the accumulation steps: it skips that when this flag is set.
+        self.model_accepts_loss_kwargs = True
         self.teacher = freeze_teacher(teacher, self.args.device)
         common = {"ignore_index": distill.ignore_index, "vocab_size": distill.vocab_size}
         if distill.fused:
@@ -189,7 +190,37 @@ class DistillationMixin:
             loss = d.ce_weight * ce + d.weight * term
         if model.training:
             self._record({"ce": ce, d.loss: term})
+            if num_items_in_batch is not None:
+                loss = self._token_exact(loss, targets, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    # -- gradient accumulation: one mean over every kept token of the optimizer step ------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):  # type: ignore[override]
+        """The Trainer's micro-batches of one optimizer step, with their kept-token count (our shift and
+        ``ignore_index``; summed over processes under DDP when ``average_tokens_across_devices``)."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not hasattr(self, "distill") or not batches or any("labels" not in b for b in batches):
+            return batches, None
+        ignore = self.distill.ignore_index
+        count = sum(
+            (next_token_labels(b["labels"], ignore_index=ignore) != ignore).sum().to(device) for b in batches
+        )
+        if self._tokens_over_processes():
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return batches, count
+
+    def _tokens_over_processes(self) -> bool:
+        return self.args.world_size > 1 and bool(getattr(self.args, "average_tokens_across_devices", False))
+
+    def _token_exact(self, loss: Tensor, targets: Tensor, num_items_in_batch: Any) -> Tensor:
+        # loss is this micro-batch's mean over its kept tokens: times kept / (the step's kept tokens) makes the
+        # accumulated gradient the mean over all of them, however unequal the micro-batches; DDP then averages
+        # over processes, which the factor world_size undoes when the count spans every process.
+        kept = (targets != self.distill.ignore_index).sum()
+        scale = kept.to(loss.dtype) / torch.as_tensor(num_items_in_batch, device=loss.device).to(loss.dtype)
+        if self._tokens_over_processes():
+            scale = scale * self.args.world_size
+        return loss * scale
 
     # -- logging ------------------------------------------------------------------------------------
     def _record(self, terms: dict[str, Tensor]) -> None:
