@@ -24,6 +24,7 @@ augmentation are not part of the timed step (they are the same for every method)
     python benchmarks/step_overhead.py                       # resnet56->resnet20, resnet32x4->resnet8x4
     python benchmarks/step_overhead.py --precision fp32 --steps 30 --pairs resnet56:resnet20
     python benchmarks/step_overhead.py --pairs resnet32x4:resnet8x4 --methods kd,fitnet,at --reference kd
+    python benchmarks/step_overhead.py --device cuda --methods ce,nkd,uskd --set diagnostics.monitors=false
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def _components(
         over += [f"teacher.model={teacher}", f"teacher.checkpoint={ckpt}"]
     if args.channels_last:
         over.append("channels_last=true")
+    over += args.set
     cfg = load_config(None, over)
     comp = build(cfg, init_distributed(cfg.device))
     return Trainer(comp)
@@ -191,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--device", default="auto")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every method, e.g. diagnostics.monitors=false",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument(
         "--clock",
