@@ -213,9 +213,9 @@ class DistillationMixin:
         return self.args.world_size > 1 and bool(getattr(self.args, "average_tokens_across_devices", False))
 
     def _token_exact(self, loss: Tensor, targets: Tensor, num_items_in_batch: Any) -> Tensor:
-        # loss is this micro-batch's mean over its kept tokens: times kept / (the step's kept tokens) makes the
-        # accumulated gradient the mean over all of them, however unequal the micro-batches; DDP then averages
-        # over processes, which the factor world_size undoes when the count spans every process.
+        # loss is this micro-batch's mean over its kept tokens; times kept / (the step's kept tokens), the
+        # accumulated gradient is the mean over all of them, however unequal the micro-batches. DDP then
+        # averages over processes, which the factor world_size undoes when the count spans every process.
         kept = (targets != self.distill.ignore_index).sum()
         scale = kept.to(loss.dtype) / torch.as_tensor(num_items_in_batch, device=loss.device).to(loss.dtype)
         if self._tokens_over_processes():
