@@ -155,6 +155,22 @@ def test_ddp_with_accumulation_is_token_exact(tmp_path):
         torch.testing.assert_close(w_two[name], w_one[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_a_step_with_every_token_ignored_is_a_zero_loss_not_nan(tmp_path):
+    data = examples(8)
+    for e in data[:4]:
+        e["labels"][:] = -100  # the first optimizer step has nothing to learn from
+    trainer = lm.DistillationTrainer(
+        llama(seed=2), llama(hidden=24, seed=1),
+        args(tmp_path, per_device_train_batch_size=4, max_steps=2, logging_steps=1, optim="sgd"),
+        train_dataset=data, distill=lm.DistillSettings("kd"),
+    )
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert losses[0] == 0.0 and math.isfinite(losses[1]) and losses[1] > 0
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
 def test_evaluate_lm_matches_direct_computation():
     student, teacher = llama(seed=2), llama(hidden=24, seed=1)
     ids = torch.stack([e["input_ids"] for e in examples(6)])

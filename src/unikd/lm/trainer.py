@@ -217,7 +217,8 @@ class DistillationMixin:
         # accumulated gradient is the mean over all of them, however unequal the micro-batches. DDP then
         # averages over processes, which the factor world_size undoes when the count spans every process.
         kept = (targets != self.distill.ignore_index).sum()
-        scale = kept.to(loss.dtype) / torch.as_tensor(num_items_in_batch, device=loss.device).to(loss.dtype)
+        total = torch.as_tensor(num_items_in_batch, device=loss.device).to(loss.dtype).clamp_min(1)
+        scale = kept.to(loss.dtype) / total  # a step whose tokens are all ignored: 0, not 0 / 0
         if self._tokens_over_processes():
             scale = scale * self.args.world_size
         return loss * scale
