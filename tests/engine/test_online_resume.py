@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import time
 
 import pytest
 import torch
@@ -46,13 +47,16 @@ def _assert_peers_identical(a, b):
 
 
 def test_killed_online_run_resumes_bit_identical(npz_data, tmp_path):
+    t0 = time.perf_counter()
     ref = train(load_config(None, _overrides(npz_data, tmp_path / "ref")))
+    window = (time.perf_counter() - t0) * (1 - 3 / STEPS)  # the run's time after its first checkpoint
     assert ref["finished"] and ref["online"]["networks"][1]["name"] == "peer1"
-    cmd = train_command(_overrides(npz_data, tmp_path / "run"))
-    out = tmp_path / "run"
     rng = random.Random()  # a fresh kill point on every run
-    for _ in range(3):
-        proc, killed, err = _run_until(cmd, out, delay=rng.uniform(0.0, 1.5), sig=signal.SIGKILL)
+    for attempt in range(3):
+        # a fresh folder per attempt: one that finished before the kill holds a complete run
+        out = tmp_path / f"run{attempt}"
+        cmd = train_command(_overrides(npz_data, out))
+        proc, killed, err = _run_until(cmd, out, delay=rng.uniform(0.0, 0.3 * window), sig=signal.SIGKILL)
         killed_at = load_checkpoint(out / "last.pt")["global_step"]
         if killed and killed_at < STEPS:
             break
