@@ -42,9 +42,10 @@ def evaluate_lm(
     tokens = 0
     try:
         for ids in batches:
-            y = next_token_labels(ids.to(device))[:, :-1].reshape(-1)  # (N,) every next token
+            on = {d: ids.to(d) for d in set(devices)}  # one copy per device, not per model
+            y = next_token_labels(on[device])[:, :-1].reshape(-1)  # (N,) every next token
             hs = [
-                hidden_states(m, c, {"input_ids": ids.to(d)})[:, :-1].reshape(-1, h.shape[1])
+                hidden_states(m, c, {"input_ids": on[d]})[:, :-1].reshape(-1, h.shape[1])
                 for m, c, (h, _), d in zip(models, caps, heads, devices)
             ]
             for start in range(0, y.numel(), chunk_size):
