@@ -66,6 +66,39 @@ def test_expand_orders_teacher_first_then_seed_major():
     assert plans[5].name == "self/ce/seed0" and plans[5].copy_of == str(ce.out_dir)
 
 
+def test_track_seeds_override_the_spec_seeds():
+    data = _spec(seeds=3)
+    data["tracks"][1]["seeds"] = [0, 1]
+    spec = parse_spec(data)
+    assert spec.track_seeds(spec.tracks[0]) == [0, 1, 2] and spec.track_seeds(spec.tracks[1]) == [0, 1]
+    names = [p.name for p in expand(spec, hash_fn=lambda b, o: "abc")]
+    assert names.count("kd/ce/seed2") == 1 and "self/ls/seed2" not in names and "self/ls/seed1" in names
+    data["tracks"][1]["seeds"] = [1, 1]
+    with pytest.raises(ValueError, match=r"tracks\[1\].*distinct"):
+        parse_spec(data)
+
+
+def test_comparisons_are_checked_against_the_tracks():
+    data = _spec(comparisons=[
+        {"track": "self", "reference": "ce", "threshold": 1},
+        {"track": "kd", "reference": "kd", "methods": ["ce"]},
+    ])
+    a, b = parse_spec(data).comparisons
+    assert (a.track, a.reference, a.methods, a.threshold) == ("self", "ce", ["ls"], 1.0)
+    assert (b.reference, b.methods, b.threshold) == ("kd", ["ce"], None)
+    bad = [
+        ({"track": "nope", "reference": "ce"}, "not a track of this spec"),
+        ({"track": "self", "reference": "kd"}, "reference 'kd' is not a method label"),
+        ({"track": "self", "reference": "ce", "methods": ["ce"]}, "other than the reference"),
+        ({"track": "self", "reference": "ce", "methods": ["lss"]}, "method 'lss' must be"),
+        ({"track": "self", "reference": "ce", "threshold": "1"}, "threshold must be a finite number"),
+        ({"track": "self", "reference": "ce", "treshold": 1}, "Did you mean 'threshold'"),
+    ]
+    for entry, message in bad:
+        with pytest.raises(ValueError, match=message):
+            parse_spec(_spec(comparisons=[entry]))
+
+
 def test_shared_teacher_trained_once():
     data = _spec()
     data["tracks"][1]["teacher"] = {"model": "resnet8", "overrides": {"epochs": 5}}

@@ -111,6 +111,8 @@ def uskd_ref(zs, zw, target, alpha=1.0, beta=0.1, mu=0.005, rank="paper"):
         wt, st_ = sum(pw[i] for i in tset), sum(ps[i] for i in tset)
         if rank == "paper":
             score = [pw[i] / (1 - wt) + ps[i] / (1 - st_) for i in range(c)]
+        elif rank == "student":
+            score = [ps[i] / (1 - st_) for i in range(c)]
         else:
             lst = sum(ls[i] for i in tset)
             score = [pw[i] / (1 - wt + 1e-6) + ls[i] / (1 - lst + 1e-6) for i in range(c)]
@@ -138,6 +140,10 @@ def uskd_scores_separated(zs, zw, target, rank="paper", gap=1e-5) -> bool:
             if wt >= 1 - 1e-9 or st_ >= 1 - 1e-9:
                 return False
             score = sorted(pw[i] / (1 - wt) + ps[i] / (1 - st_) for i in range(c))
+        elif rank == "student":
+            if st_ >= 1 - 1e-9:
+                return False
+            score = sorted(ps[i] / (1 - st_) for i in range(c))
         else:
             lst = sum(ls[i] for i in tset)
             score = sorted(pw[i] / (1 - wt + 1e-6) + ls[i] / (1 - lst + 1e-6) for i in range(c))
@@ -271,6 +277,8 @@ def uskd_nontarget_kl_ref(zs, zw, target, beta=0.1, rank="paper"):
         wt, st_ = sum(pw[i] for i in tset), sum(ps[i] for i in tset)
         if rank == "paper":
             score = [pw[i] / (1 - wt) + ps[i] / (1 - st_) for i in range(c)]
+        elif rank == "student":
+            score = [ps[i] / (1 - st_) for i in range(c)]
         else:
             lst = sum(ls[i] for i in tset)
             score = [pw[i] / (1 - wt + 1e-6) + ls[i] / (1 - lst + 1e-6) for i in range(c)]

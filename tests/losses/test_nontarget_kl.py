@@ -58,7 +58,7 @@ def test_nkd_kl_float32_and_errors():
 
 @settings(max_examples=30, deadline=None)
 @given(b=batches(max_c=7, bound=6.0),
-       beta=st.sampled_from([0.1, 1.0]), rank=st.sampled_from(["paper", "legacy"]))
+       beta=st.sampled_from([0.1, 1.0]), rank=st.sampled_from(["paper", "legacy", "student"]))
 def test_uskd_kl_matches_reference(b, beta, rank):
     zs, zw, y = b
     assume(uskd_scores_separated(zs, zw, y, rank))

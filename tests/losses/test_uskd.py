@@ -13,7 +13,7 @@ HP = st.sampled_from([{}, {"alpha": 0.1, "beta": 0.1, "mu": 0.1}, {"alpha": 0.5,
 
 
 @settings(max_examples=30, deadline=None)
-@given(b=batches(max_c=7, bound=6.0), hp=HP, rank=st.sampled_from(["paper", "legacy"]))
+@given(b=batches(max_c=7, bound=6.0), hp=HP, rank=st.sampled_from(["paper", "legacy", "student"]))
 def test_matches_reference(b, hp, rank):
     zs, zw, y = b
     assume(uskd_scores_separated(zs, zw, y, rank))  # near-ties in the rank score would be ambiguous
@@ -34,7 +34,7 @@ def test_rank_modes_differ_and_follow_their_formulas():
     assert abs(paper.item() - legacy.item()) > 1e-3
 
 
-@pytest.mark.parametrize("rank", ["paper", "legacy"])
+@pytest.mark.parametrize("rank", ["paper", "legacy", "student"])
 def test_gradcheck_student_and_weak(rank):
     # P_t and the Zipf weights are detached by design, so gradcheck runs with alpha=0 (the detached P_t
     # would make the numerical Jacobian differ); the target term's gradient is checked below.
@@ -80,7 +80,7 @@ def test_module_owns_weak_head_and_equals_functional():
 
 
 @settings(max_examples=25, deadline=None)
-@given(b=batches(bound=1e4, dtype=np.float32), rank=st.sampled_from(["paper", "legacy"]))
+@given(b=batches(bound=1e4, dtype=np.float32), rank=st.sampled_from(["paper", "legacy", "student"]))
 def test_finite_for_extreme_logits(b, rank):
     zs, zw, y = b
     zs.requires_grad_(True)
@@ -101,7 +101,7 @@ def test_row_constant_invariance(b, shift):
 
 
 @settings(max_examples=20, deadline=None)
-@given(b=batches(soft=False), rank=st.sampled_from(["paper", "legacy"]))
+@given(b=batches(soft=False), rank=st.sampled_from(["paper", "legacy", "student"]))
 def test_one_hot_soft_labels_equal_indices(b, rank):
     zs, zw, y = b
     soft = torch.nn.functional.one_hot(y, zs.shape[1]).double()
@@ -149,3 +149,18 @@ def test_module_bad_arguments():
         USKDLoss(4, 1)
     with pytest.raises(ValueError, match="in_features"):
         USKDLoss(0, 5)
+
+
+def test_student_rank_ignores_the_weak_head_in_the_ranking():
+    # rank="student" orders the Zipf labels by the final logits alone: with mu = 0 the weak logits no
+    # longer enter the loss, while the paper's ranking still depends on them.
+    g = torch.Generator().manual_seed(7)
+    zs = torch.randn(16, 20, generator=g, dtype=torch.float64)
+    zw1, zw2 = (torch.randn(16, 20, generator=g, dtype=torch.float64) for _ in range(2))
+    y = torch.randint(0, 20, (16,), generator=g)
+    kw = {"alpha": 0.1, "beta": 1.0, "mu": 0.0}
+    a, b = (uskd_loss(zs, w, y, rank="student", **kw).item() for w in (zw1, zw2))
+    assert a == b
+    assert a == pytest.approx(uskd_ref(zs, zw1, y, rank="student", **kw), rel=1e-7)
+    p1, p2 = (uskd_loss(zs, w, y, rank="paper", **kw).item() for w in (zw1, zw2))
+    assert abs(p1 - p2) > 1e-4

@@ -16,6 +16,7 @@ may use ``${VAR}`` or ``${VAR:-default}`` to read an environment variable)::
     tracks:
       - name: distill
         student: resnet8           # the model of every student run of this track
+        seeds: null                # optional; this track's own seeds (a list or a count), else the spec's
         overrides: {}              # optional; every student run of this track (not the teacher)
         teacher:                   # optional; needed by methods that use a teacher (kd, dkd, nkd)
           model: resnet20
@@ -26,6 +27,11 @@ may use ``${VAR}`` or ``${VAR:-default}`` to read an environment variable)::
           ce: {}
           kd: {loss.temperature: 4}
           kd_t2: {method: kd, loss.temperature: 2}
+    comparisons:                   # optional; pre-registered families of paired comparisons (the report
+      - track: distill             #   adds paired-t p-values, Holm-adjusted within each family and
+        reference: ce              #   metric, and a verdict where a threshold is named)
+        methods: [kd, kd_t2]       #   null or missing: every other method of the track
+        threshold: 1.0             #   optional decision threshold on the first paired metric (points)
 
 A trained teacher lives in ``OUT/teachers/MODEL-HASH`` where HASH is the hash of its resolved config, so
 tracks with the same teacher settings share one teacher and a changed setting trains a new one.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -55,8 +62,12 @@ TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 RESERVED_KEYS = frozenset({"model", "seed", "out_dir", "resume", "teacher.model", "teacher.checkpoint"})
 # Keys that do not change what a run computes; left out of the teacher hash.
 _HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every"})
-_TOP_KEYS = {"name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads"}
-_TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods"}
+_TOP_KEYS = {
+    "name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads",
+    "comparisons",
+}
+_TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods", "seeds"}
+_COMPARISON_KEYS = {"track", "reference", "methods", "threshold"}
 _TEACHER_KEYS = {"model", "overrides", "seed", "checkpoint"}
 
 
@@ -75,6 +86,20 @@ class TrackSpec:
     methods: dict[str, dict[str, Any]]
     overrides: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherSpec | None = None
+    seeds: list[int] | None = None  # None: the spec's seeds
+
+
+@dataclass
+class Comparison:
+    """A pre-registered family: each of ``methods`` minus ``reference`` in ``track``, paired by seed.
+
+    ``threshold`` (optional, in the units of the first paired metric, e.g. top-1 points) is the smallest
+    gain the family's claim is about: the report then gives the one-sided 95% bound and a verdict."""
+
+    track: str
+    reference: str
+    methods: list[str]
+    threshold: float | None = None
 
 
 @dataclass
@@ -89,6 +114,10 @@ class BenchSpec:
     jobs: int = 1
     threads: int | None = None
     source: str | None = None  # the spec file's path, for the report
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def track_seeds(self, track: TrackSpec) -> list[int]:
+        return self.seeds if track.seeds is None else track.seeds
 
 
 @dataclass
@@ -206,18 +235,7 @@ def parse_spec(
             raise ValueError(
                 f"{where}: missing required key {key!r} (see 'unikd bench --help' for the format)"
             )
-    seeds = data.get("seeds", 3)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ValueError(f"{where}: seeds={seeds} must be >= 1 (or a list of seeds)")
-        seeds = list(range(seeds))
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or len(set(seeds)) != len(seeds)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        raise ValueError(f"{where}: seeds={seeds!r} must be a count or a list of distinct non-negative ints")
+    seeds = _parse_seeds(data.get("seeds", 3), where)
     overrides = flatten(data.get("overrides"), f"{where}: overrides")
     overrides.update(flatten(extra_overrides, "command-line overrides"))
     _no_reserved(overrides, f"{where}: overrides")
@@ -237,6 +255,7 @@ def parse_spec(
     names = [t.name for t in tracks]
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: track names {names} must be distinct")
+    comparisons = _parse_comparisons(data.get("comparisons"), tracks, where)
     return BenchSpec(
         out_dir=Path(str(data["out_dir"])),
         seeds=list(seeds),
@@ -248,7 +267,70 @@ def parse_spec(
         jobs=_positive_int(data.get("jobs", 1), "jobs", where),
         threads=None if data.get("threads") is None else _positive_int(data["threads"], "threads", where),
         source=source,
+        comparisons=comparisons,
     )
+
+
+def _parse_seeds(seeds: Any, where: str) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"{where}: seeds={seeds} must be >= 1 (or a list of seeds)")
+        return list(range(seeds))
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or len(set(seeds)) != len(seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ValueError(f"{where}: seeds={seeds!r} must be a count or a list of distinct non-negative ints")
+    return list(seeds)
+
+
+def _parse_comparisons(raw: Any, tracks: list[TrackSpec], where: str) -> list[Comparison]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: comparisons must be a list of mappings with track and reference")
+    by_name = {t.name: t for t in tracks}
+    out: list[Comparison] = []
+    for i, c in enumerate(raw):
+        at = f"{where}: comparisons[{i}]"
+        if not isinstance(c, Mapping):
+            raise ValueError(f"{at} must be a mapping with track, reference, methods (optional), threshold")
+        _check_keys(c, _COMPARISON_KEYS, at)
+        track = by_name.get(str(c.get("track")))
+        if track is None:
+            raise ValueError(
+                f"{at}: track {c.get('track')!r} is not a track of this spec ({sorted(by_name)})"
+            )
+        labels = list(track.methods)
+        ref = c.get("reference")
+        if ref not in track.methods:
+            raise ValueError(
+                f"{at}: reference {ref!r} is not a method label of track {track.name!r} ({labels})"
+            )
+        methods = c.get("methods")
+        if methods is None:
+            methods = [m for m in labels if m != ref]
+        if not isinstance(methods, list) or not methods:
+            raise ValueError(f"{at}: methods must be a non-empty list of method labels of {track.name!r}")
+        for m in methods:
+            if m not in track.methods or m == ref:
+                raise ValueError(
+                    f"{at}: method {m!r} must be a method label of track {track.name!r} other than the "
+                    f"reference ({labels})"
+                )
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"{at}: methods {methods} repeat a label")
+        threshold = c.get("threshold")
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
+                threshold
+            ):
+                raise ValueError(f"{at}: threshold must be a finite number (e.g. 1.0 top-1 points)")
+            threshold = float(threshold)
+        out.append(Comparison(track.name, str(ref), [str(m) for m in methods], threshold))
+    return out
 
 
 def _positive_int(value: Any, key: str, where: str) -> int:
@@ -265,6 +347,7 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where} must be a mapping with name, student and methods")
     _check_keys(raw, _TRACK_KEYS, where)
+    seeds = None if raw.get("seeds") is None else _parse_seeds(raw["seeds"], f"{where}: seeds")
     for key in ("name", "student", "methods"):
         if not raw.get(key):
             raise ValueError(f"{where}: missing required key {key!r}")
@@ -325,6 +408,7 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
         methods=methods,
         overrides=overrides,
         teacher=teacher,
+        seeds=seeds,
     )
 
 
@@ -383,7 +467,7 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
                     )
                 # The final weights, not the best epoch: picking the epoch on the test split would leak it.
                 teacher_args = {"teacher.model": t.model, "teacher.checkpoint": str(out / "last.pt")}
-        for seed in spec.seeds:
+        for seed in spec.track_seeds(track):
             for label, m_over in track.methods.items():
                 out = spec.out_dir / "runs" / track.name / label / f"seed{seed}"
                 needs = overrides_require_teacher(m_over)

@@ -18,7 +18,7 @@ from ._common import (
     zipf_rank_weights,
 )
 
-RANK_MODES = ("paper", "legacy")
+RANK_MODES = ("paper", "legacy", "student")
 
 
 def uskd_loss(
@@ -45,6 +45,8 @@ def uskd_loss(
     S = softmax(student_logits) and W_T/S_T their summed target probabilities, as in the paper.
     ``rank="legacy"``: the published code since 2023-07 (cls_KD commit 1c2c0ff), which uses the student's
     *log*-probabilities in the second term: ``W/(1 - W_T + 1e-6) + log S/(1 - sum_t log S_t + 1e-6)``.
+    ``rank="student"``: an ablation that ranks by the final logits alone, ``R = S/(1 - S_T)`` (the weak head
+    still trains, but no longer orders the Zipf labels); an option of this library, not of the paper.
     Ranks are taken on R rounded to float32; exact ties are ordered by class index (lower first when R >= 0).
     The gradient is built analytically in the forward pass (no double backward); the loss value uses
     ``sum Z log N = sum Z z - logsumexp``, accurate to ~1e-7 times the logit magnitude.
@@ -59,12 +61,9 @@ def uskd_loss(
             entries beyond the top two are treated as non-targets, as in the official code.
         alpha, beta, mu: term weights. Defaults 1, 0.1, 0.005: the official ImageNet configs (their CIFAR-100
             ResNet18 config uses 0.1, 0.1, 0.1).
-        rank: ``"paper"`` or ``"legacy"``.
+        rank: ``"paper"``, ``"legacy"`` or ``"student"``.
     """
-    if rank not in RANK_MODES:
-        raise ValueError(
-            f"unknown rank {rank!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
-        )
+    _check_rank(rank)
     a, b, m = check_finite(alpha, "alpha"), check_finite(beta, "beta"), check_finite(mu, "mu")
     zs = check_logits(student_logits, "student_logits")
     zw = check_logits(weak_logits, "weak_logits")
@@ -192,6 +191,14 @@ class _USKD(torch.autograd.Function):
         return g_s * grad_out, g_w * grad_out, None, None, None, None, None, None, None, None, None
 
 
+def _check_rank(rank: str) -> None:
+    if rank not in RANK_MODES:
+        raise ValueError(
+            f"unknown rank {rank!r}; use 'paper' (the paper's formula), 'legacy' (published code) or "
+            "'student' (ranks from the final logits only, an ablation)"
+        )
+
+
 def _rank_score(
     rank: str,
     zs: Tensor,
@@ -212,6 +219,8 @@ def _rank_score(
         log_s = zs - lse_all  # full student log-probabilities
         ls_mass = log_s_t.masked_fill(~valid, 0.0).sum(dim=1, keepdim=True)
         return w / (1 - w_mass + 1e-6) + log_s / (1 - ls_mass + 1e-6)
+    if rank == "student":  # S_i/(1-S_T): the non-target softmax, targets exp(z_t - lse_nt)
+        return n_s.clone().scatter_(1, idx, (zs.gather(1, idx) - lse_nt).exp())
     # Paper: W_i/(1-W_T) + S_i/(1-S_T). For non-targets these are the non-target softmaxes; the target
     # columns get exp(z_t - non-target log-sum-exp) (may overflow to inf, which still ranks them first).
     q_w = zw.scatter(1, idx, MASK_VALUE).softmax(dim=1)
@@ -239,10 +248,7 @@ def uskd_nontarget_kl(
     labels. Same arguments, ranking and target handling as :func:`uskd_loss` (``alpha`` and ``mu`` do not
     enter this term); for monitoring (no gradient). Per-row values are clamped at 0.
     """
-    if rank not in RANK_MODES:
-        raise ValueError(
-            f"unknown rank {rank!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
-        )
+    _check_rank(rank)
     b = check_finite(beta, "beta")
     zs = check_logits(student_logits, "student_logits")
     zw = check_logits(weak_logits, "weak_logits")
@@ -301,10 +307,7 @@ class USKDLoss(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if rank not in RANK_MODES:
-            raise ValueError(
-                f"unknown rank {rank!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
-            )
+        _check_rank(rank)
         self.head = nn.Linear(in_features, num_classes)
         self.alpha = check_finite(alpha, "alpha")
         self.beta = check_finite(beta, "beta")

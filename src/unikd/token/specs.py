@@ -28,7 +28,8 @@ from unikd.registry import Registry
 def _check_rank(value: str) -> str:
     if value not in RANK_MODES:
         raise ValueError(
-            f"unknown rank {value!r}; use 'paper' (the paper's formula) or 'legacy' (published code)"
+            f"unknown rank {value!r}; use 'paper' (the paper's formula), 'legacy' (published code) or "
+            "'student' (ranks from the final logits only, an ablation)"
         )
     return value
 
