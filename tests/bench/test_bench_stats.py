@@ -96,7 +96,11 @@ def test_report_paired_tables_against_ce_and_kd(tmp_path):
     assert "against `dkd`" not in md  # a reference the track does not have gets no table
     sd = math.sqrt(sum((x - 0.2) ** 2 for x in (0.5, -0.5, 1.0, -0.5, 0.5)) / 4)
     half = 2.7764451051977987 * sd / math.sqrt(5)
-    assert f"| `nkd` | 5 | +0.20 [{0.2 - half:+.2f}, {0.2 + half:+.2f}] | 3/5 |" in md
+    nkd, kd = [52.5, 51.5, 52.0, 52.0, 51.5], [52.0, 52.0, 51.0, 52.5, 51.0]
+    p = paired_difference(dict(enumerate(nkd)), dict(enumerate(kd))).p
+    row = f"| `nkd` | 5 | +0.20 [{0.2 - half:+.2f}, {0.2 + half:+.2f}] | {p:.3f} | {p:.3f} | 3/5 |"
+    # family against kd: ce (p ~0.002) and nkd (p ~0.5), so Holm keeps nkd's p (max(2 p_ce, p_nkd))
+    assert row in md
     assert "top-1 (selected)" in md and "51.90 ± " in md
     csv_text = files.csv.read_text()
     assert "test_selected_top1" in csv_text.splitlines()[0]

@@ -92,7 +92,15 @@ def _report(spec: BenchSpec, *, plots: bool) -> ReportFiles | None:
     paths = [d for d in (spec.out_dir / "runs", spec.out_dir / "teachers") if d.is_dir()]
     try:
         return (
-            build_report(paths, spec.out_dir, title=f"Benchmark {spec.name}", plots=plots) if paths else None
+            build_report(
+                paths,
+                spec.out_dir,
+                title=f"Benchmark {spec.name}",
+                plots=plots,
+                comparisons=spec.comparisons,
+            )
+            if paths
+            else None
         )
     except ValueError:  # no run folder with results yet
         return None

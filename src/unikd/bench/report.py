@@ -10,9 +10,11 @@ from pathlib import Path
 
 from unikd.bench.aggregate import METRICS, Group, Stat, aggregate
 from unikd.bench.plots import matplotlib_missing, plot_accuracy, plot_curves, plot_paired
+from unikd.bench.report_compare import comparison_tables
 from unikd.bench.report_online import online_table
 from unikd.bench.report_stats import paired_tables, test_table
 from unikd.bench.results import RunResult, collect, results_csv, write_text_atomic
+from unikd.bench.spec import Comparison
 
 
 @dataclass
@@ -105,6 +107,7 @@ def render_markdown(
     plots: list[Path],
     plot_note: str | None,
     out_dir: Path,
+    comparisons: list[Comparison] | None = None,
 ) -> str:
     """The report text (pure; :func:`build_report` writes it)."""
     students = [r for r in results if r.role == "student"]
@@ -161,6 +164,7 @@ def render_markdown(
             out += ["(no `ce` run in this track, so no Δ vs CE.)", ""]
     if not tracks:
         out += ["No finished student runs yet.", ""]
+    out += comparison_tables(tracks, comparisons or [])
     if teachers:
         out += [
             "## Teachers",
@@ -203,9 +207,11 @@ def build_report(
     *,
     title: str = "unikd benchmark report",
     plots: bool = True,
+    comparisons: list[Comparison] | None = None,
 ) -> ReportFiles:
     """Collect the run folders under ``paths`` and write ``results.csv``, ``report.md`` and (with matplotlib)
-    ``accuracy.png`` and ``curves.png`` into ``out_dir``."""
+    ``accuracy.png`` and ``curves.png`` into ``out_dir``. ``comparisons`` (a bench spec's pre-registered
+    families) adds their tables: p-values, Holm adjustment, verdicts."""
     results = collect(list(paths))  # first: a bad path must not leave a new empty output folder behind
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +236,13 @@ def build_report(
     write_text_atomic(
         files.markdown,
         render_markdown(
-            results, tracks, title=title, plots=files.plots, plot_note=files.plot_note, out_dir=out_dir
+            results,
+            tracks,
+            title=title,
+            plots=files.plots,
+            plot_note=files.plot_note,
+            out_dir=out_dir,
+            comparisons=comparisons,
         ),
     )
     return files

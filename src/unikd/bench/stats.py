@@ -16,7 +16,16 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["PairedDiff", "min_detectable_difference", "paired_difference", "t_cdf", "t_quantile"]
+__all__ = [
+    "PairedDiff",
+    "holm_adjust",
+    "min_detectable_difference",
+    "one_sided_upper",
+    "paired_difference",
+    "t_cdf",
+    "t_quantile",
+    "verdict",
+]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -105,7 +114,8 @@ def min_detectable_difference(sd: float, n: int, *, alpha: float = 0.05, power: 
 @dataclass
 class PairedDiff:
     """``A - B`` over the seeds both have. ``ci`` is the 95% t interval of the mean difference; ``wins``
-    counts seeds where A > B (``ties`` where equal); ``mdd`` is :func:`min_detectable_difference`."""
+    counts seeds where A > B (``ties`` where equal); ``mdd`` is :func:`min_detectable_difference`; ``p`` is
+    the two-sided paired t-test p-value of "mean difference = 0" (NaN with fewer than two pairs)."""
 
     mean: float
     sd: float
@@ -117,6 +127,7 @@ class PairedDiff:
     mdd: float
     seeds: list[int]
     diffs: list[float]
+    p: float = math.nan
 
     @property
     def resolved(self) -> bool:
@@ -153,4 +164,50 @@ def paired_difference(
         mdd=min_detectable_difference(sd, n),
         seeds=seeds,
         diffs=diffs,
+        p=_two_sided_p(mean, sd, n),
     )
+
+
+def _two_sided_p(mean: float, sd: float, n: int) -> float:
+    if sd == 0.0:  # every pair differs by the same amount: no spread to test against
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (sd / math.sqrt(n))
+    return min(1.0, 2.0 * t_cdf(-abs(t), n - 1))
+
+
+def holm_adjust(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate).
+
+    The i-th smallest of m p-values becomes ``max_{j <= i} min(1, (m - j + 1) * p_(j))``; NaN entries
+    (comparisons without a p-value) are left NaN and do not count towards m.
+    """
+    order = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    m = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def one_sided_upper(d: PairedDiff, *, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound of the mean difference: ``mean + t(confidence, n-1)·sd/√n``."""
+    if d.n < 2:
+        return math.nan
+    return d.mean + t_quantile(confidence, d.n - 1) * d.sd / math.sqrt(d.n)
+
+
+def verdict(d: PairedDiff | None, threshold: float) -> str:
+    """The decision on the claim "the method gains at least ``threshold`` over the reference":
+
+    ``supported`` when the two-sided 95% interval lies above 0, ``refuted`` when the one-sided 95% upper
+    bound lies below ``threshold`` (a gain that large is excluded), else ``unresolved`` (also with fewer
+    than two pairs)."""
+    if d is None or d.n < 2:
+        return "unresolved"
+    if d.ci_low > 0:
+        return "supported"
+    if one_sided_upper(d) < threshold:
+        return "refuted"
+    return "unresolved"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DEFAULT_TITLE = "unikd benchmark report"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,8 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="where to write the report (default: the single folder given, else ./report)",
     )
-    p.add_argument("--title", default="unikd benchmark report", help="report title")
+    p.add_argument("--title", default=DEFAULT_TITLE, help="report title")
     p.add_argument("--no-plots", action="store_true", help="write results.csv and report.md only")
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="SPEC",
+        help="the bench spec (YAML) the runs came from: adds its pre-registered comparisons (p-values, "
+        "Holm-adjusted p-values, verdicts against its thresholds) and titles the report after it",
+    )
     p.set_defaults(func=main)
 
 
@@ -29,9 +38,17 @@ def main(args: argparse.Namespace) -> int:
     from unikd.bench.report import build_report
 
     out = args.out or (args.runs[0] if len(args.runs) == 1 else "report")
+    comparisons, title = None, args.title
     try:
-        files = build_report(args.runs, out, title=args.title, plots=not args.no_plots)
-    except ValueError as e:
+        if args.spec is not None:
+            from unikd.bench.spec import load_spec
+
+            spec = load_spec(args.spec)
+            comparisons = spec.comparisons
+            if title == DEFAULT_TITLE:
+                title = f"Benchmark {spec.name}"
+        files = build_report(args.runs, out, title=title, plots=not args.no_plots, comparisons=comparisons)
+    except (ValueError, FileNotFoundError) as e:
         print(f"unikd report: error: {e}", file=sys.stderr)
         return 2
     print(
