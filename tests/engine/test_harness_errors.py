@@ -66,7 +66,7 @@ def test_teacher_below_min_top1(npz_data, tmp_path):
 
 def test_resume_errors(npz_data, tmp_path):
     _train(npz_data, tmp_path, epochs=1)
-    with pytest.raises(ValueError, match=r"cannot resume .*model 'tiny_cnn' \(config: 'resnet8'\)"):
+    with pytest.raises(ValueError, match=r"cannot resume .*other settings \(model 'tiny_cnn' -> 'resnet8'\)"):
         _train(npz_data, tmp_path, model="resnet8", resume="auto")
     with pytest.raises(FileNotFoundError, match="resume=.*no such checkpoint"):
         _train(npz_data, tmp_path / "other", resume=str(tmp_path / "missing.pt"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 _EPILOG = """\
 Give the same config and key=value overrides as the 'unikd train' runs that will use the cache: the cache
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, show_progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"unikd cache-teacher: error: {e}")
+        print(f"unikd cache-teacher: error: {e}", file=sys.stderr)
         return 2
     if args.record:
         import json

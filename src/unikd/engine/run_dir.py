@@ -17,6 +17,7 @@ from typing import Any
 
 from unikd._atomic import atomic_write_text, with_path
 from unikd.engine.config import Config, save_config
+from unikd.engine.run_identity import write_run_file
 from unikd.engine.trackers import Trackers
 
 
@@ -74,8 +75,13 @@ class RunDir:
     def safetensors(self) -> Path:
         return self.path / "student.safetensors"
 
-    def write_config(self, cfg: Config) -> None:
+    def write_config(
+        self, cfg: Config, run_id: str | None = None, resumed_from: dict[str, Any] | None = None
+    ) -> None:
+        """``config.yaml`` and, with ``run_id``, ``run.json`` (the run's identity)."""
         if self.enabled:
+            if run_id is not None:
+                write_run_file(self.path, run_id, resumed_from)
             save_config(cfg, self.path / "config.yaml")
             self._trackers.log_config(cfg.to_dict())
 

@@ -26,13 +26,16 @@ from unikd._atomic import stale_temp_files
 from unikd._lock import FolderLock
 from unikd.engine.config import Config
 from unikd.engine.distributed import DistInfo
+from unikd.engine.run_identity import RUN_FILE
 from unikd.engine.write_errors import inside, run_write_error
 
 log = logging.getLogger("unikd")
 
 LOCK_NAME = ".train.lock"
 CHECKPOINTS = ("last.pt", "last.prev.pt", "best.pt", "student.safetensors")
-RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", *CHECKPOINTS)
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", RUN_FILE, *CHECKPOINTS)
+# What a run stopped before its first epoch leaves: no run to continue or to protect.
+_SETUP_FILES = frozenset({"config.yaml", RUN_FILE})
 RUN_FOLDERS = ("tb",)
 
 
@@ -69,12 +72,12 @@ def resolve_out_dir(cfg: Config, info: DistInfo) -> Config:
 
 
 def run_files(folder: Path) -> list[str]:
-    """The files of a run present in ``folder`` (an empty ``metrics.jsonl`` or a lone ``config.yaml``, what
-    a run stopped before its first epoch leaves, do not count)."""
+    """The files of a run present in ``folder`` (an empty ``metrics.jsonl``, a lone ``config.yaml`` and
+    ``run.json``, what a run stopped before its first epoch leaves, do not count)."""
     found = [n for n in RUN_FILES if (folder / n).is_file()]
     if "metrics.jsonl" in found and (folder / "metrics.jsonl").stat().st_size == 0:
         found.remove("metrics.jsonl")
-    return [] if found == ["config.yaml"] else found
+    return [] if set(found) <= _SETUP_FILES else found
 
 
 def _delete_run(folder: Path, names: list[str]) -> None:

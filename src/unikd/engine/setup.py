@@ -27,7 +27,8 @@ from unikd.engine.preflight import (
     count_parameters,
     normalisation_note,
 )
-from unikd.engine.resume import restore, seed_everything
+from unikd.engine.resume import restore, resume_checkpoint, seed_everything
+from unikd.engine.resume_check import check_resume
 from unikd.engine.run_dir import RunDir
 from unikd.engine.state import TrainState
 from unikd.engine.taps import TapSet
@@ -69,6 +70,7 @@ class Components:
     online: OnlineRun | None = None  # the peers of online training (online.peers)
     diagnostics: GradDiagnostics | None = None  # per-term gradient measurements (diagnostics.every)
     input_size: tuple[int, ...] | None = None  # (H, W) of the training images, recorded in checkpoints
+    run_id: str | None = None  # the run's identity (unikd.engine.run_identity), recorded in checkpoints
 
     def term_names(self) -> list[str]:
         """Names of the logged loss terms: the student's, then each peer's as ``<peer>/<term>``."""
@@ -104,6 +106,7 @@ class Components:
         ckpt: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "version": 1,
+            "run_id": self.run_id,
             "model_name": self.cfg.model,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
@@ -285,6 +288,8 @@ def build(cfg: Config, info: DistInfo) -> Components:
             f"precision=fp16 needs a CUDA device (it uses a grad scaler); on {dev.type} use "
             "precision=bf16 (autocast) or precision=fp32"
         )
+    found = resume_checkpoint(cfg)  # checked before any data is loaded: a refused resume fails at once
+    run_id, resumed_from = check_resume(cfg, found)
     seed_everything(cfg.seed)
     train_ds, val_ds = build_datasets(cfg)
     num_classes = cfg.num_classes or train_ds.num_classes
@@ -401,8 +406,9 @@ def build(cfg: Config, info: DistInfo) -> Components:
         online=online,
         diagnostics=build_diagnostics(cfg, info, model, objective, sample),
         input_size=tuple(sample.shape[2:]),
+        run_id=run_id,
     )
-    resumed = restore(c)
+    resumed = restore(c, found)
     per_rank = cfg.data.batch_size // info.world_size
     pre.add("batch", f"{cfg.data.batch_size} global = {per_rank} x {info.world_size} rank(s)")
     if info.distributed and has_batchnorm(model):
@@ -427,7 +433,7 @@ def build(cfg: Config, info: DistInfo) -> Components:
         + (f", EMA {cfg.ema_decay}" if ema else ""),
     )
     pre.add("out_dir", cfg.out_dir)
-    c.run_dir.write_config(cfg)
+    c.run_dir.write_config(cfg, run_id, resumed_from)
     c.run_dir.rewrite_metrics(c.state.history)
     if info.is_main:
         log.info("%s", pre.table())
