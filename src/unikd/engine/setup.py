@@ -80,6 +80,13 @@ class Components:
         return self.ema.module if self.ema is not None else self.model
 
     @property
+    def class_groups(self) -> dict[str, list[int]] | None:
+        """The dropped and the kept classes when data.drop_classes removed some (scored apart), else None."""
+        from unikd.engine.class_metrics import class_groups
+
+        return class_groups(self.train_ds, self.num_classes)
+
+    @property
     def extra_params(self) -> list[nn.Parameter]:
         """Trainable parameters outside the DDP wrapper: the term modules' (heads, connectors, ...)."""
         return [p for p in self.objective.parameters() if p.requires_grad]
