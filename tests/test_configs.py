@@ -109,6 +109,9 @@ def test_cifar100_protocol():
             assert (terms["kd"].weight, terms["kd"].params["temperature"]) == (1.0, 4.0), path
         if "nd" in terms:  # KD++ of the ND authors (CIFAR/train_cifar.sh) for ResNet32x4 -> ResNet8x4
             assert (terms["nd"].weight, terms["kd"].weight, terms["kd"].warmup_epochs) == (2.0, 3.5, 20), path
+        if "extended_kd" in terms:  # the pair's KD recipe plus the interior part at FitNet's weight
+            kd = (cfg.loss.ce_weight, terms["kd"].weight, terms["kd"].params["temperature"])
+            assert kd == (0.1, 0.9, 4.0) and terms["extended_kd"].weight == 100.0, path
 
 
 def test_nkd_uskd_recipes():

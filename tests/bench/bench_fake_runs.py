@@ -24,11 +24,13 @@ def write_run(
     record: dict | None = None,
     torn_tail: bool = False,
     test: dict | None = None,
+    summary_extra: dict | None = None,
 ) -> Path:
     """A run folder whose per-epoch val top-1 is ``curve``; top-5 = top-1 + 20, ece = 0.01 * epoch.
 
     ``test`` adds test-split numbers to the summary (keys without the ``test_`` prefix, e.g.
-    ``{"selected_top1": 50.0}``), as a run with ``final_test`` writes them.
+    ``{"selected_top1": 50.0}``), as a run with ``final_test`` writes them; ``summary_extra`` adds any
+    other summary keys (e.g. the per-class top-1 of a run with dropped classes).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = {
@@ -80,6 +82,7 @@ def write_run(
             "finished": True,
         }
         summary.update({f"test_{k}": v for k, v in (test or {}).items()})
+        summary.update(summary_extra or {})
         (run_dir / "summary.json").write_text(json.dumps(summary))
     if record is not None:
         (run_dir / "bench_run.json").write_text(json.dumps(record))

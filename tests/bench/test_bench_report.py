@@ -115,3 +115,31 @@ def test_report_cli_errors_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run_cli("report", [str(tmp_path / "empty")]) == 2
     assert "no run folders found" in capsys.readouterr().err
+
+
+def test_dropped_classes_get_their_csv_columns_and_report_table(tmp_path):
+    from unikd.bench.results import CLASS_COLUMNS, CSV_COLUMNS
+
+    write_grid(tmp_path / "plain")
+    plain = build_report([tmp_path / "plain"], tmp_path / "rep0", plots=False)
+    assert next(csv.reader(plain.csv.open())) == CSV_COLUMNS  # unchanged without dropped classes
+    assert "Dropped classes" not in plain.markdown.read_text()
+    for label in ("ce", "kd"):
+        for seed in (0, 1):
+            drop = 10.0 * seed + (5.0 if label == "kd" else 0.0)
+            extra = {"dropped_classes": [3, 5], "best_top1_dropped": drop, "best_top1_kept": 80.0,
+                     "last_top1_dropped": drop, "last_top1_kept": 79.0,
+                     "test_selected_top1_dropped": drop + 1, "test_selected_top1_kept": 78.0,
+                     "test_last_top1_dropped": drop + 2, "test_last_top1_kept": 77.0}
+            rec = {"role": "student", "track": "t", "label": label, "method": label, "seed": seed}
+            write_run(tmp_path / "drop" / label / f"seed{seed}", method=label, seed=seed, curve=[60.0, 70.0],
+                      record=rec, test={"selected_top1": 65.0, "last_top1": 64.0}, summary_extra=extra)
+    files = build_report([tmp_path / "drop"], tmp_path / "rep", plots=False)
+    rows = list(csv.DictReader(files.csv.open()))
+    assert list(rows[0]) == CSV_COLUMNS[:-1] + CLASS_COLUMNS + ["run_dir"]
+    kd1 = next(r for r in rows if r["method"] == "kd" and r["seed"] == "1")
+    assert kd1["dropped_classes"] == "3 5" and float(kd1["test_selected_top1_dropped"]) == 16.0
+    md = files.markdown.read_text()
+    assert "**Dropped classes**" in md and "test top-1 (selected): all" in md
+    # kd: dropped top-1 5 and 15 -> selected test 6 and 16 (mean 11, std 7.07); kept 78
+    assert "| `kd` | 0,1 | 3 5 | 65.00 ± 0.00 | 11.00 ± 7.07 | 78.00 ± 0.00 |" in md

@@ -192,3 +192,30 @@ def test_format_value_round_trips_through_yaml(value):
 def test_format_value_rejects_what_yaml_cannot_carry():
     with pytest.raises(ValueError, match="cannot be passed"):
         format_value({"a": 1})
+
+
+def test_teachers_are_trained_without_the_students_dropped_classes(tmp_path):
+    from unikd.bench.spec import resolved_hash
+
+    drops = {"epochs": 3, "data": {"name": "digits", "drop_classes": [3, 5]}}
+    plans = expand(parse_spec(_spec(overrides=drops)), hash_fn=resolved_hash)
+    teacher = next(p for p in plans if p.role == "teacher")
+    assert teacher.overrides["data.drop_classes"] is None and teacher.overrides["data.drop_seed"] is None
+    assert all(p.overrides["data.drop_classes"] == [3, 5] for p in plans if p.role == "student")
+    # the same teacher (same folder, same hash) as a spec that drops nothing
+    plain = next(p for p in expand(parse_spec(_spec()), hash_fn=resolved_hash) if p.role == "teacher")
+    assert teacher.out_dir == plain.out_dir
+    # a track's drops never reach its teacher; a base config's are switched off for it
+    data = _spec()
+    data["tracks"][0]["overrides"] = {"data.drop_classes": 2}
+    teacher = next(p for p in expand(parse_spec(data), hash_fn=_fake_hash) if p.role == "teacher")
+    assert "data.drop_classes" not in teacher.overrides
+    base = tmp_path / "base.yaml"
+    base.write_text("data: {drop_classes: [1]}\n")
+    teacher = next(p for p in expand(parse_spec(_spec(base=str(base))), hash_fn=_fake_hash)
+                   if p.role == "teacher")
+    assert teacher.overrides["data.drop_classes"] is None
+    data = _spec()
+    data["tracks"][0]["teacher"]["overrides"] = {"data.drop_classes": [1]}
+    with pytest.raises(ValueError, match="classes are dropped from the students' training split only"):
+        parse_spec(data)

@@ -105,3 +105,33 @@ def test_errors():
         meter.load_state(torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="num_classes"):
         ClassificationMeter(0)
+
+
+@pytest.mark.parametrize("classes", [[0], [2, 5], list(range(7)), [6]])
+def test_per_class_top1_matches_a_naive_count_and_sums_across_shards(classes):
+    g = torch.Generator().manual_seed(len(classes))
+    logits = torch.randn(90, 7, generator=g)
+    target = torch.randint(0, 6, (90,), generator=g)  # class 6 never occurs
+    hit = logits.argmax(1) == target
+    mask = torch.isin(target, torch.tensor(classes))
+    want = 100.0 * float(hit[mask].sum()) / int(mask.sum()) if int(mask.sum()) else None
+    meter = ClassificationMeter(7, per_class=True)
+    meter.update(logits, target)
+    top1, count = meter.class_top1(classes)
+    assert count == int(mask.sum()) and (top1 == want if want is None else top1 == pytest.approx(want))
+    # two shards whose summed state gives the same numbers (what all_reduce does under DDP)
+    a, b = ClassificationMeter(7, per_class=True), ClassificationMeter(7, per_class=True)
+    a.update(logits[:40], target[:40])
+    b.update(logits[40:], target[40:])
+    a.load_state(a.state() + b.state())
+    assert a.class_top1(classes) == (top1, count)
+    assert a.compute() == pytest.approx(classification_metrics(logits, target))
+    assert meter.compute() == pytest.approx(classification_metrics(logits, target))  # unchanged by per_class
+
+
+def test_per_class_top1_needs_the_option_and_valid_classes():
+    meter = ClassificationMeter(4)
+    with pytest.raises(ValueError, match="per_class=True"):
+        meter.class_top1([1])
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 3\]"):
+        ClassificationMeter(4, per_class=True).class_top1([4])

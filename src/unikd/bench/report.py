@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unikd.bench.aggregate import METRICS, Group, Stat, aggregate
 from unikd.bench.plots import matplotlib_missing, plot_accuracy, plot_curves, plot_paired
+from unikd.bench.report_classes import class_table
 from unikd.bench.report_compare import comparison_tables
 from unikd.bench.report_online import online_table
 from unikd.bench.report_stats import paired_tables, test_table
@@ -145,6 +146,7 @@ def render_markdown(
             ]
         out += _track_table(groups) + [""]
         out += paired_tables(groups)
+        out += class_table(groups)
         out += online_table(groups)
         for g in groups:
             sources = sorted(

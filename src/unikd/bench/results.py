@@ -54,6 +54,11 @@ CSV_COLUMNS = [
 ]
 # Test-split metrics of runs that select their epoch on a held-out validation split (``final_test``).
 TEST_KEYS = tuple(f"test_{when}_{m}" for when in ("selected", "last") for m in ("top1", "top5", "nll", "ece"))
+# Top-1 on the dropped and on the kept classes of runs with data.drop_classes (unikd.engine.class_metrics);
+# their CSV columns are written only when some run dropped classes.
+CLASS_KEYS = tuple(f"{when}_top1_{g}" for when in ("best", "last", "test_selected", "test_last")
+                   for g in ("dropped", "kept"))
+CLASS_COLUMNS = ["dropped_classes", *CLASS_KEYS]
 
 
 @dataclass
@@ -92,6 +97,9 @@ class RunResult:
     copied_from: str | None = None  # the bench copied this run's results from an identical run
     # online training: every network's numbers (summary.json "online.networks"; the student's first)
     networks: list[dict[str, Any]] = field(default_factory=list)
+    # data.drop_classes: the classes the run never trained on, and CLASS_KEYS -> top-1 (percent)
+    dropped_classes: list[int] = field(default_factory=list)
+    class_top1: dict[str, float] = field(default_factory=dict)
 
     def csv_row(self) -> dict[str, Any]:
         return {
@@ -114,6 +122,8 @@ class RunResult:
             "epochs": self.epochs,
             "wall_seconds": self.wall_seconds,
             "run_dir": str(self.run_dir),
+            "dropped_classes": " ".join(map(str, self.dropped_classes)),
+            **{k: self.class_top1.get(k, math.nan) for k in CLASS_KEYS},
         }
 
 
@@ -206,6 +216,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         res.wall_seconds = _num(summary.get("wall_seconds"))
         for key in TEST_KEYS:
             setattr(res, key, _num(summary.get(key)))
+        res.dropped_classes = [int(c) for c in summary.get("dropped_classes") or []]
+        res.class_top1 = {k: _num(summary.get(k)) for k in CLASS_KEYS} if res.dropped_classes else {}
         online = summary.get("online")
         if isinstance(online, dict) and isinstance(online.get("networks"), list):
             res.networks = [n for n in online["networks"] if isinstance(n, dict)]
@@ -287,7 +299,9 @@ def results_csv(results: list[RunResult], relative_to: str | os.PathLike[str] | 
     """CSV text, one row per student run (teachers are listed in the report, not here); ``run_dir`` is
     written relative to ``relative_to`` when given (so a copied report folder keeps working)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    dropped = any(r.dropped_classes for r in results if r.role == "student")
+    columns = CSV_COLUMNS[:-1] + CLASS_COLUMNS + CSV_COLUMNS[-1:] if dropped else CSV_COLUMNS
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in results:
         if r.role == "student":

@@ -69,6 +69,8 @@ _TOP_KEYS = {
 _TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods", "seeds"}
 _COMPARISON_KEYS = {"track", "reference", "methods", "threshold"}
 _TEACHER_KEYS = {"model", "overrides", "seed", "checkpoint"}
+# Dropped classes concern the student's training split only: a bench teacher is trained without them.
+DROP_KEYS = ("data.drop_classes", "data.drop_seed")
 
 
 @dataclass
@@ -371,6 +373,10 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
         _no_reserved(t_over, f"{where}: teacher.overrides")
         if "method" in t_over:
             raise ValueError(f"{where}: teacher.overrides sets 'method'; a teacher is always trained with ce")
+        if any(k in t_over for k in DROP_KEYS):
+            raise ValueError(f"{where}: teacher.overrides sets data.drop_classes; classes are dropped from "
+                             "the students' training split only (set it in the overrides of the track or a "
+                             "method)")
         ckpt = t.get("checkpoint")
         if ckpt is not None and not Path(str(ckpt)).is_file():
             raise ValueError(
@@ -437,6 +443,20 @@ def resolved_hash(base: str | None, overrides: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _without_drops(spec: BenchSpec) -> dict[str, Any]:
+    """The spec's overrides for a teacher run: any dropped classes (spec-wide or from the base config)
+    switched off, so the teacher sees every class."""
+    over = {k: v for k, v in spec.overrides.items() if k not in DROP_KEYS}
+    base: Any = {}
+    if spec.base is not None and Path(spec.base).is_file():
+        base = yaml.safe_load(Path(spec.base).read_text(encoding="utf-8"))
+    data = base.get("data") if isinstance(base, dict) else None
+    in_base = isinstance(data, dict) and any(data.get(k.split(".")[1]) is not None for k in DROP_KEYS)
+    if in_base or len(over) < len(spec.overrides):
+        over.update(dict.fromkeys(DROP_KEYS))  # null: the defaults, which the teacher's hash leaves out
+    return over
+
+
 def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
     """The grid as run plans: each distinct teacher first (in track order), then students track by track,
     seed-major within a track (all methods of seed 0, then seed 1, ...) so an interrupted grid already has
@@ -451,7 +471,8 @@ def expand(spec: BenchSpec, *, hash_fn: Any = resolved_hash) -> list[RunPlan]:
             if t.checkpoint is not None:
                 teacher_args = {"teacher.model": t.model, "teacher.checkpoint": t.checkpoint}
             else:
-                t_over = {**spec.overrides, **t.overrides, "method": "ce", "model": t.model, "seed": t.seed}
+                t_over = {**_without_drops(spec), **t.overrides, "method": "ce", "model": t.model,
+                          "seed": t.seed}
                 out = spec.out_dir / "teachers" / f"{t.model}-{hash_fn(spec.base, t_over)}"
                 teacher_id = str(out)
                 if teacher_id not in teachers:

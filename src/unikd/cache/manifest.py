@@ -7,6 +7,8 @@ can be resumed (finished shards are kept) and a folder is never silently reused 
 Identity fields (any difference means the cached logits are not the ones a live teacher would produce):
 
 - ``teacher_model``, ``teacher_sha256``: the architecture and the sha256 of the checkpoint file;
+- ``dropped_classes`` (only when ``data.drop_classes`` removed some): the classes missing from the
+  training set; listed before the dataset hash, which they change too, so a mismatch names the cause;
 - ``dataset_hash``, ``num_samples``, ``num_classes``: the training set (``ArrayDataset.content_hash``);
 - ``seed``: the loader seed, which fixes every epoch's order and every view;
 - ``batch_size``, ``world_size``: the composition of each teacher forward pass (floating-point results
@@ -37,6 +39,7 @@ PARTIAL = "manifest.partial.json"
 IDENTITY_FIELDS = (
     "teacher_model",
     "teacher_sha256",
+    "dropped_classes",
     "dataset_hash",
     "num_samples",
     "num_classes",

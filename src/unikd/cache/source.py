@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from unikd.cache.manifest import CacheMismatchError
 from unikd.cache.reader import TeacherCache
 from unikd.integrity import sha256_file
 
@@ -35,7 +36,10 @@ def run_identity(cfg: Any, loader: Any, device: torch.device, *, world_size: int
                  teacher_sha256: str | None = None) -> dict[str, Any]:
     """The manifest identity of the stream ``loader`` yields for a run configured by ``cfg``."""
     dataset = loader.dataset
+    dropped = list(getattr(dataset, "dropped_classes", ()))
     return {
+        # only when set, so the identity (and the default folder name) of other caches stays as it was
+        **({"dropped_classes": dropped} if dropped else {}),
         "teacher_model": cfg.teacher.model,
         "teacher_sha256": teacher_sha256 or sha256_file(cfg.teacher.checkpoint),
         "dataset_hash": dataset.content_hash,
@@ -65,5 +69,23 @@ def open_teacher_cache(cfg: Any, train_loader: Any, device: torch.device | str) 
     plan = getattr(train_loader, "plan", None)
     world_size = int(getattr(plan, "world_size", 1))
     identity = run_identity(cfg, train_loader, torch.device(device), world_size=world_size)
+    _check_dropped(cache, identity)
     cache.check(identity, int(cfg.epochs))
     return cache
+
+
+def _check_dropped(cache: TeacherCache, identity: dict[str, Any]) -> None:
+    """A cache serves only the training stream it replayed: dropping classes renumbers the samples and
+    changes the epoch order and the mixup partners, so a full-set cache holds other views' logits."""
+    have, want = cache.identity.get("dropped_classes") or [], identity.get("dropped_classes") or []
+    if list(have) == list(want):
+        return
+    what = f"drops classes {want}" if want else "keeps every class"
+    built = f"without classes {list(have)}" if have else "for the full training set"
+    raise CacheMismatchError(
+        f"teacher cache {cache.folder} was built {built}, but this run {what} (data.drop_classes): the "
+        "training stream differs (its samples, their indices, the epoch order and mixup partners), so the "
+        "cached logits belong to other views. Build a cache for this run with the same data.drop_classes "
+        "('unikd cache-teacher CONFIG.yaml [overrides] --out DIR', the teacher itself is unchanged) and set "
+        "teacher.cache=DIR."
+    )

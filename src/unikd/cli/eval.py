@@ -40,8 +40,29 @@ def register(subparsers: Any) -> None:
         default="student",
         help="which network of an online-training checkpoint: student (default), peer1, peer2, ...",
     )
+    p.add_argument(
+        "--classes",
+        type=_class_list,
+        help="comma-separated class indices, e.g. 3,5 (a run's data.drop_classes): also print top-1 on "
+        "those classes and on the rest",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
+
+
+def _class_list(text: str) -> list[int]:
+    try:
+        out = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--classes takes comma-separated class indices such as 3,5, got "
+                                         f"{text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("--classes needs at least one class index, e.g. --classes 3,5")
+    return out
+
+
+def _top1(value: float | None, count: int) -> str:
+    return ("–" if value is None else f"{value:.2f}%") + f"  ({count} images)"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -55,6 +76,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("NLL", f"{result['nll']:.4f}"),
         ("ECE (15 bins)", f"{result['ece']:.4f}"),
     ]
+    if "classes" in result:
+        names = ", ".join(map(str, result["classes"]))
+        rows.append((f"top-1 classes {names}", _top1(result["top1_classes"], result["count_classes"])))
+        rows.append(("top-1 other classes", _top1(result["top1_rest"], result["count_rest"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -76,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             network=args.network,
+            classes=args.classes,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"unikd eval: error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from unikd.data.augment import AugmentConfig
 from unikd.data.dataset import ArrayDataset
+from unikd.data.drop import apply_drop, drop_classes, resolve_drop_classes
 from unikd.data.factory import DATASETS, create_dataset, create_loader, list_datasets
 from unikd.data.loader import Batch, InMemoryLoader
 from unikd.data.torch_loader import FolderDataset, TorchLoader
@@ -14,7 +15,10 @@ __all__ = [
     "FolderDataset",
     "InMemoryLoader",
     "TorchLoader",
+    "apply_drop",
     "create_dataset",
     "create_loader",
+    "drop_classes",
     "list_datasets",
+    "resolve_drop_classes",
 ]

@@ -23,6 +23,8 @@ class ArrayDataset:
     str, label i is ``classes[i]``), ``num_classes``, ``mean`` / ``std`` (per channel, 0-1 scale),
     ``name``, ``split`` and ``content_hash`` (sha256 hex of the pixels, labels and class names, so it
     identifies the source data together with any subset / resize options; computed on first use).
+    ``dropped_classes`` / ``dropped_samples``: the classes removed by :func:`unikd.data.drop_classes` and how
+    many samples went with them (``()`` / 0 otherwise).
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class ArrayDataset:
         self.name = name
         self.split = split
         self._hash: str | None = None
+        self.dropped_classes: tuple[int, ...] = ()
+        self.dropped_samples = 0
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
             raise ValueError(
                 f"labels must lie in [0, {len(self.classes)}), got [{int(self.labels.min())}, "

@@ -75,6 +75,10 @@ class DataConfig:
     eval_resize: int | None = None  # eval: shorter side resized to this, then centre crop_size (null: /0.875)
     randaugment: str | None = None  # timm syntax, e.g. rand-m9-mstd0.5-inc1 (DeiT)
     random_erasing: float = 0.0  # probability (DeiT: 0.25)
+    # Classes removed from the student's training split only (unikd.data.drop): a list of class indices,
+    # or a count of classes drawn with drop_seed (default 0). Validation and test keep every class.
+    drop_classes: int | list[int] | None = None
+    drop_seed: int | None = None
 
 
 @dataclass
@@ -178,12 +182,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML/JSON-ready); the single method's hyperparameters sit flat in ``loss``,
         the terms form writes ``loss.terms`` as a mapping by term name. The optional sections (``online``,
-        ``diagnostics``) are left out while they hold their defaults, so single-network configs (and the
-        hashes the bench takes of them) read as before these sections existed."""
+        ``diagnostics``) and data keys (``drop_classes``, ``drop_seed``) are left out while they hold their
+        defaults, so other configs (and the hashes the bench takes of them) read as before they existed."""
         out = dataclasses.asdict(self)
         for name in OPTIONAL_SECTIONS:
             if out[name] == dataclasses.asdict(SECTIONS[name]()):
                 del out[name]
+        for key in OPTIONAL_DATA_KEYS:
+            if out["data"][key] is None:
+                del out["data"][key]
         loss = out["loss"]
         params, _ = loss.pop("params"), loss.pop("terms")
         if self.loss.terms:
@@ -231,8 +238,9 @@ SECTIONS: dict[str, type] = {
     "online": OnlineConfig,
     "diagnostics": DiagnosticsConfig,
 }
-# Sections written to config.yaml only when set (see Config.to_dict).
+# Sections and data keys written to config.yaml only when set (see Config.to_dict).
 OPTIONAL_SECTIONS = ("online", "diagnostics")
+OPTIONAL_DATA_KEYS = ("drop_classes", "drop_seed")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -244,6 +252,7 @@ def _default_tree() -> dict[str, Any]:
     tree = Config().to_dict()
     for name in OPTIONAL_SECTIONS:
         tree[name] = dataclasses.asdict(SECTIONS[name]())
+    tree["data"].update(dict.fromkeys(OPTIONAL_DATA_KEYS))
     return tree
 
 
@@ -368,6 +377,8 @@ def _special_cases(tree: dict[str, Any]) -> None:
         tree["resume"] = "no"
     elif resume is True:
         tree["resume"] = "auto"
+    if tree["data"].get("drop_classes") == []:  # `data.drop_classes=[]` switches dropping off
+        tree["data"]["drop_classes"] = None
     tb = tree.get("tensorboard")
     if isinstance(tb, str) and tb.lower() in ("true", "false"):
         tree["tensorboard"] = tb.lower() == "true"

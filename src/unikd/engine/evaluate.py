@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,16 @@ def evaluate(
     dist_info: DistInfo | None = None,
     n_bins: int = 15,
     desc: str | None = None,
-) -> dict[str, float]:
+    class_groups: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """Metrics of ``model`` over ``loader`` (batches with ``images`` and ``target``; e.g. ``InMemoryLoader``).
 
     Returns ``top1``/``top5`` in percent, ``nll`` (mean), ``ece`` (fraction, ``n_bins`` equal-width bins)
     and ``count``. With ``dist_info`` of a DDP run, each rank scores its shard and the sums are
     all-reduced, so every rank returns the metrics of the whole set. ``desc`` (e.g. ``"eval"``) shows a
     progress bar with that label on rank 0 when the ``unikd`` logger is at INFO (as under the CLI).
+    ``class_groups`` (``{"dropped": [3, 5], "kept": [...]}``) adds ``top1_<name>`` (percent over the
+    samples of those classes; None when there are none) and ``count_<name>`` for each group.
     """
     from unikd._progress import progress, progress_enabled
 
@@ -48,7 +51,7 @@ def evaluate(
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = autocast_factory(precision, device)
-    meter = ClassificationMeter(num_classes, n_bins=n_bins)
+    meter = ClassificationMeter(num_classes, n_bins=n_bins, per_class=bool(class_groups))
     is_main = dist_info is None or dist_info.is_main
     show = desc is not None and is_main and progress_enabled()
     try:
@@ -65,7 +68,10 @@ def evaluate(
         state = meter.state().to(dist_info.device)
         all_reduce_sum(state, dist_info)
         meter.load_state(state.cpu())
-    return {k: float(v) for k, v in meter.compute().items()}
+    out: dict[str, Any] = {k: float(v) for k, v in meter.compute().items()}
+    for name, classes in (class_groups or {}).items():
+        out[f"top1_{name}"], out[f"count_{name}"] = meter.class_top1(classes)
+    return out
 
 
 def evaluate_checkpoint(
@@ -79,6 +85,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str = "fp32",
     network: str = "student",
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
 
@@ -86,6 +93,8 @@ def evaluate_checkpoint(
     ``data_root`` / ``split`` override them (``split`` defaults to the run's validation split).
     ``samples_per_class`` defaults to the run's own subset; 0 evaluates every image of the split.
     ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
+    ``classes`` (e.g. a run's dropped classes) adds ``top1_classes`` / ``count_classes`` over the samples of
+    those classes and ``top1_rest`` / ``count_rest`` over the others (a top-1 is None without samples).
     Returns the metrics plus ``model``, ``data``, ``split``, ``checkpoint`` and ``network``.
     """
     from unikd.data import InMemoryLoader, create_dataset
@@ -127,6 +136,7 @@ def evaluate_checkpoint(
     # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
     if len(data_cfg.get("mean", ())) == len(dataset.mean):
         dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    groups = _class_groups(classes, num_classes)
     model_name, weights = _network(ckpt, network, path)
     # the recorded model_args describe the student; peers are built from their names alone
     model_args = dict((ckpt.get("config") or {}).get("model_args") or {}) if network == "student" else {}
@@ -144,9 +154,11 @@ def evaluate_checkpoint(
         device=dev,
         **view_options(data_cfg),  # the run's eval geometry (Resize + CenterCrop under crop=rrc)
     )
-    metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev, desc="eval")
+    metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev, desc="eval",
+                       class_groups=groups)
     return {
         **metrics,
+        **({"classes": groups["classes"]} if groups else {}),
         "model": model_name,
         "network": network,
         "data": data_cfg["name"],
@@ -155,6 +167,20 @@ def evaluate_checkpoint(
         "epoch": ckpt.get("epoch"),
         "n_bins": 15,
     }
+
+
+def _class_groups(classes: Sequence[int] | None, num_classes: int) -> dict[str, list[int]] | None:
+    """``{"classes": sorted classes, "rest": the others}``, checked against the model's class count."""
+    if classes is None:
+        return None
+    chosen = sorted({int(c) for c in classes})
+    bad = [c for c in chosen if not 0 <= c < num_classes]
+    if not chosen or bad:
+        raise ValueError(
+            f"classes must name at least one class in 0..{num_classes - 1} (the checkpoint's model has "
+            f"{num_classes} classes), got {list(classes)}"
+        )
+    return {"classes": chosen, "rest": [c for c in range(num_classes) if c not in chosen]}
 
 
 def _network(ckpt: dict[str, Any], network: str, path: Path) -> tuple[str, dict[str, Any]]:

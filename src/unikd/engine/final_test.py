@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.class_metrics import test_values
 from unikd.engine.distributed import barrier
 from unikd.engine.evaluate import dataset_kwargs, evaluate
 from unikd.engine.teacher import load_weights
@@ -63,6 +64,7 @@ def score(c: Any, model: Any, loader: Any) -> dict[str, float]:
         device=c.info.device,
         channels_last=cfg.channels_last,
         dist_info=c.info,
+        class_groups=c.class_groups,
     )
 
 
@@ -91,6 +93,7 @@ def final_test(c: Any) -> dict[str, Any]:
     for k in METRICS:
         out[f"test_selected_{k}"] = selected[k]
         out[f"test_last_{k}"] = last[k]
+    out.update(test_values(selected, last, c.class_groups))
     if c.info.is_main:
         log.info(
             "test split (%d images): selected epoch %s top1=%.2f%%, last epoch top1=%.2f%%",

@@ -8,10 +8,12 @@ float64 tensor that ``torch.distributed.all_reduce`` can add up across ranks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-# Layout of the state vector: 4 scalars then three blocks of n_bins.
+# Layout of the state vector: 4 scalars, three blocks of n_bins, then (per_class) two blocks of num_classes.
 _COUNT, _TOP1, _TOPK, _NLL = 0, 1, 2, 3
 _HEAD = 4
 
@@ -25,16 +27,19 @@ class ClassificationMeter:
     Args:
         num_classes: number of classes C; logits must have shape ``(N, C)``.
         n_bins: number of equal-width confidence bins on ``(0, 1]`` for the ECE.
+        per_class: also count samples and top-1 hits per target class, for :meth:`class_top1`.
     """
 
-    def __init__(self, num_classes: int, n_bins: int = 15) -> None:
+    def __init__(self, num_classes: int, n_bins: int = 15, *, per_class: bool = False) -> None:
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if int(n_bins) < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         self.num_classes = int(num_classes)
         self.n_bins = int(n_bins)
-        self._sums = torch.zeros(_HEAD + 3 * self.n_bins, dtype=torch.float64)
+        self.per_class = bool(per_class)
+        extra = 2 * self.num_classes if self.per_class else 0
+        self._sums = torch.zeros(_HEAD + 3 * self.n_bins + extra, dtype=torch.float64)
 
     def reset(self) -> None:
         self._sums.zero_()
@@ -85,7 +90,11 @@ class ClassificationMeter:
         s[_NLL] = nll.sum()
         s[_HEAD : _HEAD + nb] = torch.bincount(bins, minlength=nb).double()
         s[_HEAD + nb : _HEAD + 2 * nb] = torch.bincount(bins, weights=conf, minlength=nb)
-        s[_HEAD + 2 * nb :] = torch.bincount(bins, weights=correct, minlength=nb)
+        s[_HEAD + 2 * nb : _HEAD + 3 * nb] = torch.bincount(bins, weights=correct, minlength=nb)
+        if self.per_class:
+            c, start = self.num_classes, _HEAD + 3 * nb
+            s[start : start + c] = torch.bincount(hard, minlength=c).double()
+            s[start + c :] = torch.bincount(hard, weights=correct, minlength=c)
         self._sums += s.cpu()
 
     def state(self) -> Tensor:
@@ -110,7 +119,7 @@ class ClassificationMeter:
             raise ValueError("ClassificationMeter.compute() called before any sample was added")
         nb = self.n_bins
         conf_sum = s[_HEAD + nb : _HEAD + 2 * nb]
-        correct_sum = s[_HEAD + 2 * nb :]
+        correct_sum = s[_HEAD + 2 * nb : _HEAD + 3 * nb]
         # sum_b (n_b / N) * |acc_b - conf_b| == sum_b |correct_b - conf_b| / N
         ece = float((correct_sum - conf_sum).abs().sum()) / n
         return {
@@ -120,6 +129,20 @@ class ClassificationMeter:
             "ece": ece,
             "count": int(n),
         }
+
+
+    def class_top1(self, classes: Sequence[int]) -> tuple[float | None, int]:
+        """(top-1 in percent over the samples whose target is in ``classes``, their count); the top-1 is None
+        when there are none. Needs ``per_class=True``."""
+        if not self.per_class:
+            raise ValueError("class_top1 needs a ClassificationMeter(..., per_class=True)")
+        c, start = self.num_classes, _HEAD + 3 * self.n_bins
+        idx = torch.as_tensor(list(classes), dtype=torch.long)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= c):
+            raise ValueError(f"classes must lie in [0, {c - 1}], got {sorted(set(idx.tolist()))}")
+        count = float(self._sums[start : start + c][idx].sum())
+        hits = float(self._sums[start + c :][idx].sum())
+        return (100.0 * hits / count if count else None), int(count)
 
 
 def classification_metrics(logits: Tensor, target: Tensor, n_bins: int = 15) -> dict[str, float]:

@@ -82,6 +82,13 @@ class Components:
         return self.ema.module if self.ema is not None else self.model
 
     @property
+    def class_groups(self) -> dict[str, list[int]] | None:
+        """The dropped and the kept classes when data.drop_classes removed some (scored apart), else None."""
+        from unikd.engine.class_metrics import class_groups
+
+        return class_groups(self.train_ds, self.num_classes)
+
+    @property
     def extra_params(self) -> list[nn.Parameter]:
         """Trainable parameters outside the DDP wrapper: the term modules' (heads, connectors, ...)."""
         return [p for p in self.objective.parameters() if p.requires_grad]
@@ -151,21 +158,22 @@ def build_datasets(cfg: Config) -> tuple[Any, Any]:
 
         if d.root is None:
             raise ValueError("data.name=imagefolder needs data.root=<folder with train/ and test/ inside>")
-        if d.val_split or d.samples_per_class:
+        if d.val_split or d.samples_per_class or d.drop_classes is not None:
             raise ValueError(
-                "data.loader=torch with imagefolder reads whole splits; set data.val_split=0 and "
-                "data.samples_per_class=null, or use data.loader=memory"
+                "data.loader=torch with imagefolder reads whole splits; set data.val_split=0, "
+                "data.samples_per_class=null and data.drop_classes=null, or use data.loader=memory"
             )
         return (
             FolderDataset(d.root, "train", resize=d.image_size),
             FolderDataset(d.root, val_split, resize=d.image_size),
         )
-    from unikd.data import create_dataset
+    from unikd.data import apply_drop, create_dataset
 
     kwargs = dataset_kwargs(dataclasses.asdict(d), split="train", seed=cfg.seed)
     train_ds = create_dataset(d.name, **kwargs)
     val_ds = create_dataset(d.name, **{**kwargs, "split": val_split})
-    return train_ds, val_ds
+    # after the validation hold-out, so validation keeps every class; the training split alone loses some
+    return apply_drop(train_ds, d.drop_classes, d.drop_seed), val_ds
 
 
 def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
@@ -362,6 +370,10 @@ def build(cfg: Config, info: DistInfo) -> Components:
         f"{'val' if cfg.data.val_split else 'test'}, images {tuple(sample.shape[1:])}",
     )
     pre.add("normalisation", normalisation_note((train_ds.mean, train_ds.std), teacher_meta.get("data")))
+    from unikd.data.drop import describe_drop
+
+    if describe_drop(train_ds):
+        pre.add("dropped classes", describe_drop(train_ds))
 
     o, s = cfg.optim, cfg.sched
     steps = len(train_loader)

@@ -18,6 +18,7 @@ TAP_KINDS: dict[str, str] = {
     "stages": "every stage output, in order (mdistiller's feats[1:]; used by AT)",
     "hint": "the second stage output (mdistiller's FitNet hint layer 2)",
     "last": "the last stage output (mdistiller's feats[-1]; used by SP)",
+    "segments": "the segment boundaries of Extended-KD (default: every stage output, as `stages`)",
     "embedding": "the input of the final nn.Linear: the pooled pre-classifier feature "
     "(mdistiller's pooled_feat)",
     "uskd": "the USKD weak-head feature (config key `feature`; default: unikd.models.default_feature)",
@@ -84,7 +85,7 @@ def default_taps(model: nn.Module, kind: str) -> list[str] | None:
     stages = _stages(model)
     if not stages:
         return None
-    if kind == "stages":
+    if kind in ("stages", "segments"):  # a kind of its own, so AT and Extended-KD can read other stages
         return list(stages)
     if kind == "hint":
         return [stages[1]] if len(stages) > 1 else None

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from unikd.engine.checkpoint import atomic_save, save_safetensors
+from unikd.engine.class_metrics import epoch_values, summary_values
 from unikd.engine.config import Config
 from unikd.engine.distributed import (
     all_reduce_max,
@@ -40,6 +41,10 @@ from unikd.engine.step import check_finite
 from unikd.engine.write_errors import inside, run_write_error
 
 log = logging.getLogger("unikd")
+
+
+def _pct(name: str, value: float | None) -> str:
+    return f"{name} " + ("-" if value is None else f"{value:.2f}%")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -301,10 +306,12 @@ class Trainer:
                 channels_last=cfg.channels_last,
                 dist_info=c.info,
                 desc=f"eval {epoch + 1}/{cfg.epochs}",
+                class_groups=c.class_groups,
             )
         else:
             metrics = {k: None for k in ("top1", "top5", "nll", "ece")}
         record.update({f"val/{k}": metrics[k] for k in ("top1", "top5", "nll", "ece")})
+        record.update(epoch_values(metrics, c.class_groups))
         peer_lines = c.online.end_epoch(c, record, epoch, evaluated) if c.online is not None else []
         record["images_per_s"] = st.epoch_images / max(st.epoch_train_seconds, 1e-9)
         st.history.append(record)
@@ -333,6 +340,8 @@ class Trainer:
                 if top1 is not None
                 else "val skipped"
             )
+            if top1 is not None and c.class_groups:
+                val += " (" + ", ".join(_pct(g, metrics.get(f"top1_{g}")) for g in c.class_groups) + ")"
             log.info(
                 "epoch %d/%d  %s  %s  lr=%.4g  %.0f img/s  %.1fs",
                 epoch + 1,
@@ -378,6 +387,7 @@ class Trainer:
             "seed": cfg.seed,
             "finished": finished,
         }
+        summary.update(summary_values(st.history, st.best_epoch, c.class_groups))
         if c.online is not None:
             summary["online"] = c.online.summary(c, summary)
         return summary

@@ -23,6 +23,7 @@ from .ctkd import CTKDLoss, CTKDTemperature, ctkd_loss
 from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .dml import DMLLoss, dml_loss
+from .extended_kd import ExtendedKDLoss, SegmentConnector, extended_kd_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .jsd import JSDLoss, jsd_loss
 from .kd import KDLoss, kd_loss
@@ -66,6 +67,7 @@ LOSSES.register("nd", NDLoss)
 LOSSES.register("reverse_kl", ReverseKLLoss)
 LOSSES.register("jsd", JSDLoss)
 LOSSES.register("taid", TAIDLoss)
+LOSSES.register("extended_kd", ExtendedKDLoss)
 
 # The functional form of the losses whose function is the whole method (its keyword-only arguments are the
 # module's hyperparameters). CRD, ReviewKD and ND are not listed: their functions (crd_loss, hcl_loss,
@@ -92,6 +94,7 @@ LOSS_FUNCTIONS = {
     "reverse_kl": reverse_kl_loss,
     "jsd": jsd_loss,
     "taid": taid_loss,
+    "extended_kd": extended_kd_loss,
 }
 
 
@@ -140,6 +143,7 @@ __all__ = [
     "CRDLoss",
     "DKDLoss",
     "DMLLoss",
+    "ExtendedKDLoss",
     "FitNetLoss",
     "HintRegressor",
     "JSDLoss",
@@ -150,6 +154,7 @@ __all__ = [
     "RKDLoss",
     "ReviewKDLoss",
     "SPLoss",
+    "SegmentConnector",
     "ReverseKLLoss",
     "TAIDLoss",
     "TAIDSchedule",
@@ -163,6 +168,7 @@ __all__ = [
     "crd_loss",
     "dkd_loss",
     "dml_loss",
+    "extended_kd_loss",
     "fitnet_loss",
     "hcl_loss",
     "jsd_loss",
