@@ -51,8 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from unikd._yaml import read_yaml_file
 from unikd.bench.values import expand_env, flatten, format_value
 
 # Methods whose loss needs teacher logits (docs/architecture.md, "Losses"); only a fallback for when the
@@ -415,13 +414,9 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
 def load_spec(path: str | os.PathLike[str], extra_overrides: Mapping[str, Any] | None = None) -> BenchSpec:
     """Read and validate a spec file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ValueError(f"bench spec {str(p)!r} does not exist")
-    with open(p, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"bench spec {str(p)!r} is not valid YAML: {e}") from None
+    data = read_yaml_file(p, "bench spec")  # regular UTF-8 file, duplicate keys refused
     return parse_spec(data or {}, source=str(p), extra_overrides=extra_overrides)
 
 

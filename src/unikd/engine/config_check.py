@@ -9,6 +9,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any
 
+from unikd.engine.config_bounds import check_bounds
 from unikd.registry import closest
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ def validate(cfg: Config) -> None:
     _check(
         cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
     )
-    _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    check_bounds(cfg)  # non-finite numbers anywhere, epochs, seeds
     _check(
         not cfg.overwrite or cfg.resume == "no",
         f"overwrite=true starts the run over, but resume={cfg.resume!r} continues one; use one of them",
