@@ -60,7 +60,7 @@ TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 # Keys the bench sets itself for every run; a spec that sets them would silently be overridden.
 RESERVED_KEYS = frozenset({"model", "seed", "out_dir", "resume", "teacher.model", "teacher.checkpoint"})
 # Keys that do not change what a run computes; left out of the teacher hash.
-_HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every"})
+_HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every", "integrity"})
 _TOP_KEYS = {
     "name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads",
     "comparisons",

@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
         default="student",
         help="which network of an online-training checkpoint: student (default), peer1, peer2, ...",
     )
+    p.add_argument(
+        "--integrity",
+        default="lenient",
+        choices=("lenient", "strict"),
+        help="strict: refuse a checkpoint without a unikd checksum (one from unikd 0.1.0) instead of warning",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             network=args.network,
+            integrity=args.integrity,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"unikd eval: error: {exc}", file=sys.stderr)

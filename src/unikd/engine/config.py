@@ -156,6 +156,7 @@ class Config:
     out_dir: str | None = None
     resume: str = "no"
     overwrite: bool = False
+    integrity: str = "lenient"  # lenient: foreign files without a checksum load with a warning | strict
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False

@@ -57,6 +57,7 @@ LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
 # allowed values of string-valued keys ("method" is checked against methods())
 _CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16", "fp16"),
+    "integrity": ("lenient", "strict"),
     "data.name": ("cifar10", "cifar100", "imagefolder", "npz", "digits"),
     "data.loader": ("memory", "torch"),
     "optim.name": ("sgd", "adamw"),
@@ -200,6 +201,7 @@ def validate(cfg: Config) -> None:
         check_method(cfg.method)
     flat = {
         "precision": cfg.precision,
+        "integrity": cfg.integrity,
         "data.name": cfg.data.name,
         "data.loader": cfg.data.loader,
         "optim.name": cfg.optim.name,

@@ -79,6 +79,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str = "fp32",
     network: str = "student",
+    integrity: str = "lenient",
 ) -> dict[str, Any]:
     """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
 
@@ -86,8 +87,10 @@ def evaluate_checkpoint(
     ``data_root`` / ``split`` override them (``split`` defaults to the run's validation split).
     ``samples_per_class`` defaults to the run's own subset; 0 evaluates every image of the split.
     ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
+    ``integrity="strict"`` refuses a checkpoint without a unikd checksum (a 0.1.0 one) instead of warning.
     Returns the metrics plus ``model``, ``data``, ``split``, ``checkpoint`` and ``network``.
     """
+    from unikd import integrity as _integrity
     from unikd.data import InMemoryLoader, create_dataset
     from unikd.engine.checkpoint import load_checkpoint
     from unikd.engine.distributed import resolve_device
@@ -95,7 +98,8 @@ def evaluate_checkpoint(
     from unikd.models import create_model
 
     path = Path(checkpoint)
-    ckpt = load_checkpoint(path)
+    with _integrity.policy(integrity):
+        ckpt = load_checkpoint(path)
     if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
         raise ValueError(
             f"{str(path)!r} is not a unikd checkpoint (no model name / data config inside); evaluate a run's "
