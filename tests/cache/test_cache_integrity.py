@@ -4,6 +4,8 @@ a build killed between committing a shard and recording its checksum recomputes 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -120,3 +122,11 @@ def test_overwrite_rebuilds_over_a_manifest_without_checksum(tmp_path):
     _build(tmp_path, overwrite=True)  # the advice works
     TeacherCache(tmp_path).verify()
 
+
+def test_a_dead_builders_temp_manifest_is_swept_at_the_next_build(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".{PARTIAL}.{dead.pid}.abcd1234.tmp"
+    stale.write_text("{")
+    _build(tmp_path)
+    assert not stale.exists()

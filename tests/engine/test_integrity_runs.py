@@ -1,11 +1,13 @@
 """Integrity through the harness: a re-saved best.pt is refused by eval and as a teacher, a truncated
 last.pt is never promoted over last.prev.pt after the fallback, integrity=strict refuses foreign teacher
-weights."""
+weights, and temp files of earlier writers (a dead pid, or this very pid in a new container) are swept."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,15 @@ def test_integrity_strict_refuses_a_foreign_teacher_that_lenient_loads(npz_data,
     with pytest.raises(ValueError, match="integrity='paranoid' is not valid"):
         load_config(None, ["integrity=paranoid"])
 
+
+def test_stale_temp_files_of_earlier_writers_are_swept_at_start(npz_data, tmp_path):
+    _train(npz_data, tmp_path, epochs=1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # a kill between linking last.pt and renaming it to last.prev.pt leaves a full-size temp file; in a
+    # container every run may be pid 1, so the earlier writer's pid can be this process's own
+    stale = [tmp_path / f".last.prev.pt.{pid}.abcd1234.tmp" for pid in (dead.pid, os.getpid())]
+    for path in stale:
+        os.link(tmp_path / "last.pt", path)
+    _train(npz_data, tmp_path, epochs=2, resume="auto")
+    assert not [p.name for p in stale if p.exists()]
