@@ -153,7 +153,7 @@ def test_cli_builds_once_and_reuses(setup, capsys):
     assert "teacher.cache=" in out
     assert main(["cache-teacher", str(yaml_path), *_cli_overrides(tmp, kd), "seed=9", "--out",
                  str(tmp / "cli"), "--epochs", "1", "--no-progress"]) == 2
-    assert "'seed'" in capsys.readouterr().out
+    assert "'seed'" in capsys.readouterr().err  # errors go to stderr
 
 
 def _cli_overrides(tmp, kd):
