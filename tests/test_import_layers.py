@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # other units of its own layer (no cycles between them). The most specific prefix decides.
 UNITS: dict[str, tuple[int, tuple[str, ...]]] = {
     "floor": (0, ("unikd.registry", "unikd._atomic", "unikd._optional", "unikd._lock", "unikd._process",
-                  "unikd._progress", "unikd.integrity")),
+                  "unikd._progress", "unikd._files", "unikd._yaml", "unikd.integrity")),
     "models": (1, ("unikd.models",)),
     "data": (1, ("unikd.data",)),
     "losses": (1, ("unikd.losses",)),

@@ -124,12 +124,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Temporary files of :func:`atomic_write` in ``folder`` whose writer process is no longer alive."""
+def stale_temp_files(folder: str | os.PathLike[str], *, own: bool = False) -> Iterator[Path]:
+    """Temporary files of :func:`atomic_write` in ``folder`` whose writer process is no longer alive.
+
+    ``own=True`` counts this process's pid as dead too: right after taking a folder's lock, before this
+    process wrote anything there, a file with its pid was left by an earlier process that had the same
+    pid (containers often start every run as pid 1).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
         m = _TEMP_RE.match(entry.name)
-        if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])) and entry.is_file():
+        if not m or not entry.is_file():
+            continue
+        pid = int(m["pid"])
+        if (own if pid == os.getpid() else not pid_alive(pid)):
             yield entry

@@ -17,33 +17,49 @@ JSON documents (teacher-cache manifests)
 anything else (teacher-cache shards)
     the plain file sha256, recorded in the manifest that lists the file (:func:`verify_file`).
 
-Files written before checksums existed (or by other tools) carry none: they still load, and
-:func:`warn_unverified` says once per file that they could not be verified.
+No downgrade: a file that unikd writes and reads back as its own -- a checkpoint whose payload is marked
+as sealed (``version >= 2``), a safetensors file with the ``unikd.integrity`` metadata mark, every cache
+manifest and every shard a manifest lists -- must carry its checksum. One without it was truncated,
+re-saved or edited: :func:`absent` makes the error (the same :class:`IntegrityError` as a mismatch), so
+removing the checksum never turns a refusal into a warning.
+
+Foreign files (a plain ``state_dict``, a torchvision or HF file, a unikd 0.1.0 checkpoint, written before
+checksums) carry none and cannot carry one: :func:`unverified` loads them with a one-time warning, or,
+inside ``with policy("strict")`` (the config option ``integrity=strict``), refuses them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
+
+from unikd._files import require_regular_file
 
 log = logging.getLogger("unikd")
 
 HEX_LEN = 64
 ZIP_MAGIC = b"unikd-sha256:"
 SAFETENSORS_KEY = "unikd.sha256"
+SAFETENSORS_MARK = "unikd.integrity"  # "sha256": this file was written with its checksum (see absent())
+POLICIES = ("lenient", "strict")
 JSON_KEY = "checksum"
 _EOCD = b"PK\x05\x06"
 _EOCD_SIZE = 22
 _TRAILER = len(ZIP_MAGIC) + HEX_LEN
 _CHUNK = 1 << 20
 _warned: set[str] = set()
+# A context variable, not a parameter: the policy must reach every load under train()/cache-teacher
+# (teacher weights, resume, caches) without threading an argument through each layer.
+_STRICT: ContextVar[bool] = ContextVar("unikd_integrity_strict", default=False)
 
 
 class IntegrityError(ValueError):
@@ -53,7 +69,7 @@ class IntegrityError(ValueError):
 def _sha256_prefix(path: str | os.PathLike[str], end: int | None) -> Any:
     digest = hashlib.sha256()
     left = end
-    with open(path, "rb") as fh:
+    with open(require_regular_file(path, "file"), "rb") as fh:  # never block on a FIFO
         while left is None or left > 0:
             block = fh.read(_CHUNK if left is None else min(_CHUNK, left))
             if not block:
@@ -83,6 +99,42 @@ def mismatch(path: str | os.PathLike[str], what: str, fix: str) -> IntegrityErro
         f"{what} {str(path)!r} is damaged: its content does not match the sha256 checksum written with it "
         f"(a disk, copy or transfer error changed it after it was written). {fix}".rstrip()
     )
+
+
+def absent(path: str | os.PathLike[str], what: str, fix: str, *, where: str = "") -> IntegrityError:
+    """The error for a file unikd wrote as its own that lacks its checksum (``where``: where it was kept)."""
+    kept = f" {where}" if where else ""
+    return IntegrityError(
+        f"{what} {str(path)!r} is damaged: it carries no sha256 checksum{kept}, although unikd writes one "
+        f"for every {what} (it was truncated, re-saved or edited after it was written). {fix}".rstrip()
+    )
+
+
+@contextlib.contextmanager
+def policy(mode: str) -> Iterator[None]:
+    """``integrity=lenient|strict`` for the loads inside the block (strict: refuse unverifiable files)."""
+    if mode not in POLICIES:
+        raise ValueError(f"integrity={mode!r} is not valid; use one of {', '.join(POLICIES)}")
+    token = _STRICT.set(mode == "strict")
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+def strict() -> bool:
+    return _STRICT.get()
+
+
+def unverified(path: str | os.PathLike[str], what: str, *, resave: str = "") -> None:
+    """A foreign file without a checksum: warn once (lenient), or refuse it (``integrity=strict``)."""
+    if _STRICT.get():
+        raise IntegrityError(
+            f"{what} {str(path)!r} carries no unikd checksum (another tool, or unikd 0.1.0, wrote it), so "
+            "its integrity cannot be verified and integrity=strict refuses it. Check where it came from, "
+            f"then set integrity=lenient to load it with a warning{f', or {resave}' if resave else ''}."
+        )
+    warn_unverified(path, what)
 
 
 def warn_unverified(path: str | os.PathLike[str], what: str) -> None:
@@ -142,8 +194,8 @@ def seal_zip(f: IO[bytes], writer: HashingWriter) -> None:
 def verify_zip(path: str | os.PathLike[str], *, what: str = "checkpoint", fix: str = "") -> bool:
     """Check the archive comment checksum of a ``torch.save`` file.
 
-    Returns True when it matches, False when the file carries none (written before checksums, or by
-    another tool); raises :class:`IntegrityError` when it does not match.
+    Returns True when it matches, False when the file carries none (a foreign file, or one truncated or
+    re-saved: the caller decides which, see :func:`absent`); raises :class:`IntegrityError` on a mismatch.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -162,8 +214,6 @@ def verify_zip(path: str | os.PathLike[str], *, what: str = "checkpoint", fix: s
     if digest.hexdigest().encode("ascii") != stored:
         raise mismatch(path, what, fix)
     return True
-
-
 
 
 # ------------------------------------------------------------------------------- safetensors headers
@@ -223,9 +273,12 @@ def verify_json(obj: Mapping[str, Any], path: str | os.PathLike[str], *, what: s
 
 
 def verify_file(path: str | os.PathLike[str], expected: str | None, *, what: str, fix: str = "") -> bool:
-    """Compare a file's sha256 with the one recorded where it is listed (False when none was recorded)."""
+    """Compare a file's sha256 with the one recorded where it is listed (True), else :class:`IntegrityError`.
+
+    Only unikd lists files with their sha256 (cache manifests), so a listing without one is damage too.
+    """
     if expected is None:
-        return False
+        raise absent(path, what, fix, where="in the manifest that lists it")
     if sha256_file(path) != expected:
         raise mismatch(path, what, fix)
     return True

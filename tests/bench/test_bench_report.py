@@ -143,3 +143,35 @@ def test_dropped_classes_get_their_csv_columns_and_report_table(tmp_path):
     assert "**Dropped classes**" in md and "test top-1 (selected): all" in md
     # kd: dropped top-1 5 and 15 -> selected test 6 and 16 (mean 11, std 7.07); kept 78
     assert "| `kd` | 0,1 | 3 5 | 65.00 ± 0.00 | 11.00 ± 7.07 | 78.00 ± 0.00 |" in md
+
+
+def _corrupt_line(run, number: int, junk: bytes = b"\x00\x00garbled\xff") -> None:
+    lines = (run / "metrics.jsonl").read_bytes().split(b"\n")
+    lines[number - 1] = junk
+    (run / "metrics.jsonl").write_bytes(b"\n".join(lines))
+
+
+def test_corrupt_metrics_lines_are_reported_not_dropped_silently(tmp_path, capsys):
+    done = write_run(tmp_path / "done", method="ce", seed=0, curve=[10.0, 20.0, 30.0])
+    _corrupt_line(done, 2)
+    torn = write_run(tmp_path / "torn", method="ce", seed=1, curve=[10.0, 20.0], torn_tail=True,
+                     finished=False)
+    r = load_run(done)
+    assert r.metrics_corrupt_lines == [2] and [e for e, _ in r.curve] == [1, 3]
+    assert load_run(torn).metrics_corrupt_lines == [] and load_run(torn).metrics_torn_line == 3
+    assert run_cli("report", [str(tmp_path), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped corrupt lines of {done / 'metrics.jsonl'}: line 2" in err
+    assert "torn" not in err  # a torn last line of an unfinished run is normal: noted in the report only
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Skipped metrics lines" in md
+    assert "done/metrics.jsonl`: 1 corrupt line(s) skipped (line 2)" in md
+    assert "torn/metrics.jsonl`: torn last line 3 skipped (the run has not finished" in md
+
+
+def test_a_torn_last_line_of_a_finished_run_counts_as_corrupt(tmp_path):
+    run = write_run(tmp_path / "r", method="ce", seed=0, curve=[10.0, 20.0], torn_tail=True)
+    r = load_run(run)
+    assert r.finished and r.metrics_corrupt_lines == [3] and r.metrics_torn_line is None
+    clean = write_run(tmp_path / "c", method="ce", seed=1, curve=[10.0])
+    assert load_run(clean).metrics_corrupt_lines == [] and load_run(clean).metrics_torn_line is None

@@ -4,14 +4,15 @@ a build killed between committing a shard and recording its checksum recomputes 
 from __future__ import annotations
 
 import json
-import logging
+import subprocess
+import sys
 
 import pytest
 import torch
 from cache_fakes import CountingTeacher, FakeLoader, identity
 
 from unikd.cache import TeacherCache
-from unikd.cache.manifest import MANIFEST, PARTIAL, read_manifest
+from unikd.cache.manifest import MANIFEST, PARTIAL, read_manifest, write_manifest
 from unikd.cache.storage import shard_name
 from unikd.cache.writer import write_cache
 from unikd.integrity import IntegrityError
@@ -78,7 +79,7 @@ def test_a_shard_committed_without_its_checksum_is_recomputed(tmp_path):
     m = read_manifest(tmp_path)
     (tmp_path / MANIFEST).unlink()
     partial = {k: v for k, v in m.items() if k not in ("checksum", "shards")}
-    (tmp_path / PARTIAL).write_text(json.dumps({**partial, "epochs": 2, "complete": False}))
+    write_manifest({**partial, "epochs": 2, "complete": False}, tmp_path / PARTIAL)
     (tmp_path / shard_name(0)).write_bytes((tmp_path / shard_name(0)).read_bytes()[:-8] + b"\0" * 8)
     teacher = CountingTeacher()
     _build(tmp_path, teacher, epochs=2)
@@ -86,14 +87,46 @@ def test_a_shard_committed_without_its_checksum_is_recomputed(tmp_path):
     TeacherCache(tmp_path).verify()
 
 
-def test_cache_written_before_checksums_reads_with_a_warning(tmp_path, caplog):
+def test_a_manifest_stripped_of_its_checksums_is_refused_not_warned_about(tmp_path):
+    # No downgrade: without the checksums a swapped shard would pass; unikd always writes them, so a
+    # manifest without them is damage (0.1.0 caches included: rebuilt, not trusted).
     _build(tmp_path)
     m = read_manifest(tmp_path)
-    legacy = {k: v for k, v in m.items() if k != "checksum"}
-    legacy["shards"] = [{k: v for k, v in s.items() if k != "sha256"} for s in m["shards"]]
-    (tmp_path / MANIFEST).write_text(json.dumps(legacy))
-    with caplog.at_level(logging.WARNING, logger="unikd"):
-        cache = TeacherCache(tmp_path)
-        cache(None, 1, torch.arange(4))
-    assert "manifest.json carries no unikd checksum" in caplog.text
-    assert f"{shard_name(1)} carries no unikd checksum" in caplog.text
+    stripped = {k: v for k, v in m.items() if k != "checksum"}
+    stripped["shards"] = [{k: v for k, v in s.items() if k != "sha256"} for s in m["shards"]]
+    (tmp_path / MANIFEST).write_text(json.dumps(stripped))
+    a, b = tmp_path / shard_name(0), tmp_path / shard_name(1)
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())  # swap the shards (same size)
+    b.write_bytes(a_bytes)
+    with pytest.raises(IntegrityError, match=r"manifest.json' is damaged: it carries no sha256 checksum.*"
+                                             r"unikd cache-teacher.*0\.1\.0"):
+        TeacherCache(tmp_path)
+
+
+def test_a_shard_listed_without_its_sha256_is_refused(tmp_path):
+    _build(tmp_path)
+    m = read_manifest(tmp_path)
+    m["shards"] = [{k: v for k, v in s.items() if k != "sha256"} for s in m["shards"]]
+    write_manifest(m, tmp_path / MANIFEST)  # a validly sealed manifest that lost the shard records
+    with pytest.raises(IntegrityError, match=rf"{shard_name(0)}' is damaged: .*manifest that lists it"):
+        TeacherCache(tmp_path)(None, 0, torch.arange(4))
+
+
+def test_overwrite_rebuilds_over_a_manifest_without_checksum(tmp_path):
+    _build(tmp_path)
+    m = read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({k: v for k, v in m.items() if k != "checksum"}))
+    with pytest.raises(IntegrityError, match="--overwrite"):
+        _build(tmp_path)
+    _build(tmp_path, overwrite=True)  # the advice works
+    TeacherCache(tmp_path).verify()
+
+
+def test_a_dead_builders_temp_manifest_is_swept_at_the_next_build(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".{PARTIAL}.{dead.pid}.abcd1234.tmp"
+    stale.write_text("{")
+    _build(tmp_path)
+    assert not stale.exists()

@@ -137,3 +137,49 @@ def test_run_files_respect_the_umask(npz_data, tmp_path):
     assert set(modes) >= {"last.pt", "last.prev.pt", "best.pt", "student.safetensors", "summary.json",
                           "config.yaml", "metrics.jsonl"}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to find the file")
+def test_disk_full_between_best_pt_and_the_first_last_pt_advises_a_resume_that_works(npz_data, tmp_path,
+                                                                                      capsys, monkeypatch):
+    _fail_nth_write_of("last.pt", 1, errno.ENOSPC, monkeypatch)  # epoch 1: best.pt written, last.pt not
+    rc, err = _cli(npz_data, tmp_path, capsys, epochs=2)
+    line = _one_error_line(err)
+    best = tmp_path / "best.pt"
+    assert rc == 1 and f"intact: {best}." in line and f"continue from it with resume={best}" in line, line
+    monkeypatch.undo()
+    rc, err = _cli(npz_data, tmp_path, capsys, epochs=2, resume=str(best))  # following the advice works
+    assert rc == 0, err[-2000:]
+    assert load_checkpoint(tmp_path / "last.pt")["global_step"] == 8
+
+
+def test_disk_full_at_start_names_the_lock_file(npz_data, tmp_path, capsys, monkeypatch):
+    real_write = os.write
+
+    def write(fd, data):  # the lock file is the first file a run writes; os.write names no file
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == ".train.lock":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to find the file")
+    monkeypatch.setattr(os, "write", write)
+    rc, err = _cli(npz_data, tmp_path, capsys, epochs=1)
+    line = _one_error_line(err)
+    assert rc == 1 and f"cannot write {tmp_path / '.train.lock'}: No space left on device" in line, line
+    assert "run the command again" in line
+
+
+def test_real_disk_full_before_the_first_last_pt(npz_data, tmp_path, capsys, mounts):
+    # 420 kB hold config.yaml, best.pt and student.safetensors of epoch 1 (~330 kB), not its last.pt
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=420k")
+    mounts.append(disk)
+    out = disk / "run"
+    rc, err = _cli(npz_data, out, capsys, epochs=2)
+    line = _one_error_line(err)
+    assert rc == 1 and "No space left on device (ENOSPC)" in line, line
+    assert f"resume={out / 'best.pt'}" in line, line
+    subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # "free some disk space"
+    rc, err = _cli(npz_data, out, capsys, epochs=2, resume=str(out / "best.pt"))
+    assert rc == 0, err[-2000:]

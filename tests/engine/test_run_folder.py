@@ -153,7 +153,7 @@ def test_resume_auto_with_both_checkpoints_damaged_names_both(npz_data, tmp_path
 def test_checkpoint_without_checksum_resumes_with_a_warning(npz_data, tmp_path, caplog):
     _train(npz_data, tmp_path, epochs=1)
     old = torch.load(tmp_path / "last.pt", weights_only=True)
-    torch.save(old, tmp_path / "last.pt")  # as written before checksums existed
+    torch.save({**old, "version": 1}, tmp_path / "last.pt")  # as unikd 0.1.0 wrote it, before checksums
     with caplog.at_level(logging.WARNING, logger="unikd"):
         summary = _train(npz_data, tmp_path, epochs=2, resume="auto")
     assert summary["epochs"] == 2

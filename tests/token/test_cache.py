@@ -137,3 +137,23 @@ def test_damaged_array_fails_its_checksum(tmp_path):
     array.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sparse-teacher cache array"):
         T.SparseTeacherCache(tmp_path)
+
+
+def test_a_manifest_without_checksum_is_refused_with_advice_that_builds_token_caches(tmp_path):
+    logits, labels = teacher_outputs()
+    kw = {"num_sequences": 6, "seq_len": 5, "vocab_size": 300, "k": 8, "identity": IDENTITY}
+    with T.SparseTeacherWriter(tmp_path, **kw) as w:
+        w.write(torch.arange(6), logits, labels=labels)
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["checksum"], manifest["sha256"]  # a stripped manifest would accept any array
+    path.write_text(json.dumps(manifest))
+    advice = r"is damaged.*SparseTeacherWriter\(folder, \.\.\., overwrite=True\)"
+    with pytest.raises(ValueError, match=advice) as e:
+        T.SparseTeacherCache(tmp_path)
+    assert "cache-teacher" not in str(e.value)  # that command builds image-classifier caches only
+    with pytest.raises(ValueError, match="SparseTeacherWriter"):
+        T.SparseTeacherWriter(tmp_path, **kw)
+    with T.SparseTeacherWriter(tmp_path, **kw, overwrite=True) as w:  # the advice works
+        w.write(torch.arange(6), logits, labels=labels)
+    T.SparseTeacherCache(tmp_path)

@@ -28,6 +28,7 @@ class ReportFiles:
     plot_note: str | None = None
     n_runs: int = 0
     n_finished: int = 0
+    corrupt: list[str] = field(default_factory=list)  # "<metrics.jsonl>: line 3, 7" per damaged file
 
 
 # Metric -> (scale applied before printing, decimals).
@@ -77,6 +78,25 @@ def _track_table(groups: list[Group]) -> list[str]:
         cells += [_signed(delta.get("best_top1")), _signed(delta.get("last_top1")), wins]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:10]))
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > 10 else "")
+
+
+def skipped_lines(results: list[RunResult], out_dir: Path) -> list[str]:
+    """The report section listing every ``metrics.jsonl`` line that was left out (none: no section)."""
+    notes = []
+    for r in results:
+        where = f"`{_rel(r.run_dir / 'metrics.jsonl', out_dir)}`"
+        if r.metrics_corrupt_lines:
+            notes.append(f"- {where}: {len(r.metrics_corrupt_lines)} corrupt line(s) skipped (line "
+                         f"{_lines(r.metrics_corrupt_lines)}); those epochs are missing from its curves")
+        if r.metrics_torn_line is not None:
+            notes.append(f"- {where}: torn last line {r.metrics_torn_line} skipped (the run has not "
+                         "finished: normal while it runs or after it was killed; resume=auto rewrites it)")
+    return ["## Skipped metrics lines", "", *notes, ""] if notes else []
 
 
 def environment() -> str:
@@ -195,6 +215,7 @@ def render_markdown(
             for r in unfinished
         ]
         out.append("")
+    out += skipped_lines(results, out_dir)
     out += ["## Plots", ""]
     out += [f"![{p.stem}]({_rel(p, out_dir)})" for p in plots]
     if plot_note:
@@ -221,6 +242,8 @@ def build_report(
     files = ReportFiles(csv=out_dir / "results.csv", markdown=out_dir / "report.md")
     students = [r for r in results if r.role == "student"]
     files.n_runs, files.n_finished = len(students), sum(r.finished for r in students)
+    files.corrupt = [f"{r.run_dir / 'metrics.jsonl'}: line {_lines(r.metrics_corrupt_lines)}"
+                     for r in results if r.metrics_corrupt_lines]
     if plots and tracks:
         files.plot_note = matplotlib_missing()
         if files.plot_note is None:

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from unikd._atomic import atomic_write_text
+from unikd._files import require_regular_file
+from unikd.bench.metrics_lines import read_metrics_file
 
 BENCH_RECORD = "bench_run.json"
 _RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
@@ -100,6 +102,8 @@ class RunResult:
     # data.drop_classes: the classes the run never trained on, and CLASS_KEYS -> top-1 (percent)
     dropped_classes: list[int] = field(default_factory=list)
     class_top1: dict[str, float] = field(default_factory=dict)
+    metrics_corrupt_lines: list[int] = field(default_factory=list)  # metrics.jsonl lines left out (1-based)
+    metrics_torn_line: int | None = None  # the torn last line of an unfinished run (normal)
 
     def csv_row(self) -> dict[str, Any]:
         return {
@@ -129,6 +133,8 @@ class RunResult:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None when absent or unreadable (a run killed mid-write)."""
+    if path.exists():
+        require_regular_file(path, "run file")  # ValueError for a FIFO: opening it would block forever
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
@@ -138,21 +144,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Epoch records of ``metrics.jsonl``, one per epoch (the last one written wins, so a resumed run that
-    repeats an epoch is counted once); a torn final line from a killed run is ignored."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
-            by_epoch[rec["epoch"]] = rec
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    """Epoch records of ``metrics.jsonl``, one per epoch; skipped lines: :func:`read_metrics_file`."""
+    return read_metrics_file(path).records
 
 
 def is_finished(run_dir: str | os.PathLike[str]) -> bool:
@@ -172,7 +165,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
     """The result of one run folder, or None when it has not finished an epoch yet."""
     run_dir = Path(run_dir)
     summary = read_json(run_dir / "summary.json") or {}
-    metrics = read_metrics(run_dir / "metrics.jsonl")
+    lines = read_metrics_file(run_dir / "metrics.jsonl")
+    metrics = lines.records
     if not summary and not metrics:
         return None
     config: dict[str, Any] = {}
@@ -201,6 +195,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         finished=summary.get("finished") is True,
         copied_from=record.get("copied_from"),
     )
+    res.metrics_corrupt_lines, res.metrics_torn_line = lines.skipped(finished=res.finished)
     res.curve = [(int(m["epoch"]), _num(m.get("val/top1"))) for m in metrics if "val/top1" in m]
     res.train_curve = [(int(m["epoch"]), _num(m["train/top1"])) for m in metrics if "train/top1" in m]
     if res.train_curve:

@@ -51,8 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from unikd._yaml import read_yaml_file
 from unikd.bench.values import expand_env, flatten, format_value
 
 # Methods whose loss needs teacher logits (docs/architecture.md, "Losses"); only a fallback for when the
@@ -61,7 +60,7 @@ TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 # Keys the bench sets itself for every run; a spec that sets them would silently be overridden.
 RESERVED_KEYS = frozenset({"model", "seed", "out_dir", "resume", "teacher.model", "teacher.checkpoint"})
 # Keys that do not change what a run computes; left out of the teacher hash.
-_HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every"})
+_HASH_IGNORED = frozenset({"out_dir", "resume", "device", "tensorboard", "checkpoint_every", "integrity"})
 _TOP_KEYS = {
     "name", "base", "overrides", "out_dir", "seeds", "teacher_cache", "tracks", "jobs", "threads",
     "comparisons",
@@ -421,13 +420,9 @@ def _parse_track(raw: Any, where: str) -> TrackSpec:
 def load_spec(path: str | os.PathLike[str], extra_overrides: Mapping[str, Any] | None = None) -> BenchSpec:
     """Read and validate a spec file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ValueError(f"bench spec {str(p)!r} does not exist")
-    with open(p, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"bench spec {str(p)!r} is not valid YAML: {e}") from None
+    data = read_yaml_file(p, "bench spec")  # regular UTF-8 file, duplicate keys refused
     return parse_spec(data or {}, source=str(p), extra_overrides=extra_overrides)
 
 
@@ -449,7 +444,7 @@ def _without_drops(spec: BenchSpec) -> dict[str, Any]:
     over = {k: v for k, v in spec.overrides.items() if k not in DROP_KEYS}
     base: Any = {}
     if spec.base is not None and Path(spec.base).is_file():
-        base = yaml.safe_load(Path(spec.base).read_text(encoding="utf-8"))
+        base = read_yaml_file(spec.base, "base config")
     data = base.get("data") if isinstance(base, dict) else None
     in_base = isinstance(data, dict) and any(data.get(k.split(".")[1]) is not None for k in DROP_KEYS)
     if in_base or len(over) < len(spec.overrides):

@@ -113,10 +113,19 @@ def build_teacher_cache(
     Idempotent and resumable: a complete cache with the same identity is returned as is (extended when
     more epochs are asked for), finished shards of an interrupted build are kept.
     """
+    from unikd import integrity
+
+    require_teacher(cfg, "unikd cache-teacher")
+    with integrity.policy(getattr(cfg, "integrity", "lenient")):  # the teacher checkpoint is read here
+        return _build(cfg, out_dir, epochs=epochs, dtype=dtype, topk=topk, world_size=world_size,
+                      overwrite=overwrite, show_progress=show_progress)
+
+
+def _build(cfg: Any, out_dir: str | Path | None, *, epochs: int | None, dtype: str, topk: int | None,
+           world_size: int, overwrite: bool, show_progress: bool) -> Path:
     from unikd import __version__
     from unikd.engine.distributed import resolve_device
 
-    require_teacher(cfg, "unikd cache-teacher")
     epochs = int(cfg.epochs if epochs is None else epochs)
     if world_size < 1 or cfg.data.batch_size % world_size:
         raise ValueError(

@@ -18,8 +18,9 @@ Identity fields (any difference means the cached logits are not the ones a live 
 
 Integrity: both manifests carry a ``checksum`` of their own content, and every finished shard's sha256 is
 recorded in them (``shards``: ``[{"epoch", "file", "bytes", "sha256"}]``); the reader verifies the manifest
-when it opens a cache and each shard before its first use (:mod:`unikd.integrity`). Manifests written
-before checksums existed are read with a warning.
+when it opens a cache and each shard before its first use (:mod:`unikd.integrity`). Only unikd writes
+manifests, so a manifest without its checksum, or a listed shard without its sha256, is damage: refused,
+never read with a warning (caches are cheap to rebuild; trusting a stripped manifest is not safe).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from unikd import integrity
 from unikd._atomic import atomic_write_text
+from unikd._files import require_regular_file
 from unikd.integrity import sha256_file  # noqa: F401  (the teacher checkpoint's identity; re-exported)
 
 FORMAT_VERSION = 1
@@ -69,29 +71,34 @@ def normalise(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any] | None:
-    """The manifest dict, or None when the file does not exist; clear errors for foreign/corrupt files."""
+REBUILD = "rebuild it with 'unikd cache-teacher' (pass --overwrite to replace it in place)"
+
+
+def read_manifest(folder: Path, name: str = MANIFEST, *, rebuild: str = REBUILD) -> dict[str, Any] | None:
+    """The manifest dict, or None when the file does not exist; clear errors for foreign/corrupt files.
+
+    unikd writes every manifest with its checksum, so one without it is refused as damaged (a manifest of
+    unikd 0.1.0 included: caches are rebuilt, not trusted). ``rebuild`` says how to rebuild the cache (the
+    teacher caches of ``unikd cache-teacher`` by default; token caches pass their own).
+    """
     path = Path(folder) / name
     if not path.exists():
         return None
+    what = "teacher cache manifest"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(require_regular_file(path, what).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"teacher cache manifest {path} is unreadable ({exc}); delete the folder and rebuild it with "
-            "'unikd cache-teacher' (or pass --overwrite)"
-        ) from exc
-    if isinstance(data, dict) and not integrity.verify_json(
-        data, path, what="teacher cache manifest",
-        fix="Delete the folder and rebuild it with 'unikd cache-teacher' (or pass --overwrite).",
-    ):
-        integrity.warn_unverified(path, "teacher cache manifest")
+        raise ValueError(f"{what} {path} is unreadable ({exc}); delete the folder, or {rebuild}") from exc
     version = data.get("format_version") if isinstance(data, dict) else None
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION:  # first: another format may keep its checksum elsewhere
         raise ValueError(
             f"teacher cache {path} has format_version={version!r} but this unikd reads version "
-            f"{FORMAT_VERSION}; rebuild it with 'unikd cache-teacher'"
+            f"{FORMAT_VERSION}; {rebuild}"
         )
+    fix = f"Delete the folder, or {rebuild}."
+    if not integrity.verify_json(data, path, what=what, fix=fix):
+        raise integrity.absent(path, what, fix + " (Caches built by unikd 0.1.0, before checksums, "
+                               "are refused the same way.)")
     return data
 
 

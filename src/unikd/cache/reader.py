@@ -2,7 +2,8 @@
 
 Integrity: opening a cache verifies its manifest's checksum and that every listed shard has the recorded
 size (a truncated shard fails at once); each shard's sha256 is verified when it is first opened, before
-any of its logits is used. A mismatch raises :class:`~unikd.integrity.IntegrityError` naming the file.
+any of its logits is used. A mismatch, or a missing checksum or shard record, raises
+:class:`~unikd.integrity.IntegrityError` naming the file.
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ class TeacherCache:
             self._verify_shard(epoch, self.folder / storage.shard_name(epoch))
 
     def _verify_shard(self, epoch: int, path: Path) -> None:
+        # The manifest verified, and unikd records every shard's sha256 in it: none recorded is damage too.
         sha = (self._entries.get(epoch) or {}).get("sha256")
-        if not integrity.verify_file(path, sha, what="teacher cache shard", fix=self._fix):
-            integrity.warn_unverified(path, "teacher cache shard")
+        integrity.verify_file(path, sha, what="teacher cache shard", fix=self._fix)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -121,7 +122,7 @@ class TeacherCache:
         self._verify_shard(epoch, path)
         try:
             self._shards[epoch] = storage.open_shard(path)
-        except (OSError, ValueError, EOFError) as exc:  # a shard without a recorded checksum can be torn
+        except (OSError, ValueError, EOFError) as exc:  # a verified shard that numpy cannot map
             raise ValueError(f"teacher cache shard {path} is unreadable ({exc}). {self._fix}") from exc
         while len(self._shards) > OPEN_SHARDS:
             self._shards.popitem(last=False)

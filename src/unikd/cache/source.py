@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from unikd._files import require_regular_file
 from unikd.cache.manifest import CacheMismatchError
 from unikd.cache.reader import TeacherCache
 from unikd.integrity import sha256_file
@@ -30,6 +31,7 @@ def require_teacher(cfg: Any, what: str) -> None:
             f"{what} needs data.loader=memory (got {cfg.data.loader!r}): only the in-memory loader makes "
             "each augmented view a pure function of (seed, epoch, index), which the cache relies on"
         )
+    require_regular_file(cfg.teacher.checkpoint, "teacher.checkpoint")  # hashed for the cache identity
 
 
 def run_identity(cfg: Any, loader: Any, device: torch.device, *, world_size: int,

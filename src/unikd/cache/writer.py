@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unikd._atomic import stale_temp_files
 from unikd._lock import FolderLock
 from unikd.cache import storage
 from unikd.cache.manifest import (
@@ -149,8 +150,10 @@ def write_cache(
                 raise
             _clear(folder)
             sums = {}
-        for stale in folder.glob(".e*.npy.tmp*"):
-            stale.unlink()  # an epoch interrupted mid-way is recomputed from its start (we hold the lock)
+        for stale in [*folder.glob(".e*.npy.tmp*"), *stale_temp_files(folder, own=True)]:
+            # an epoch interrupted mid-way is recomputed from its start; a killed manifest write is dropped
+            # (we hold the lock, so no live writer owns these)
+            stale.unlink(missing_ok=True)
 
         todo = []
         shards: dict[str, dict[str, Any]] = {}  # the manifest entries of the shards in place

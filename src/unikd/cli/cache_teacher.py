@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="training config YAML (the one the distillation runs use)")
+    p.add_argument("config", help="training config YAML (the one the distillation runs use), or '-' for the "
+                   "built-in defaults (as in 'unikd train -')")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for 'unikd train'")
     p.add_argument("--out", default=None,
                    help="cache folder (default: teacher.cache if set, else "
@@ -51,12 +52,12 @@ def main(args: argparse.Namespace) -> int:
     from unikd.engine.config import load_config
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(None if args.config == "-" else args.config, args.overrides)
         folder = build_teacher_cache(
             cfg, args.out, epochs=args.epochs, dtype=args.dtype, topk=args.topk, world_size=args.world_size,
             overwrite=args.overwrite, show_progress=not args.no_progress,
         )
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # a held lock (FolderLockedError) included
         print(f"unikd cache-teacher: error: {e}", file=sys.stderr)
         return 2
     if args.record:

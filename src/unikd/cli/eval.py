@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
         help="comma-separated class indices, e.g. 3,5 (a run's data.drop_classes): also print top-1 on "
         "those classes and on the rest",
     )
+    p.add_argument(
+        "--integrity",
+        default="lenient",
+        choices=("lenient", "strict"),
+        help="strict: refuse a checkpoint without a unikd checksum (one from unikd 0.1.0) instead of warning",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             network=args.network,
             classes=args.classes,
+            integrity=args.integrity,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"unikd eval: error: {exc}", file=sys.stderr)

@@ -55,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
         f"{files.n_finished}/{files.n_runs} student runs finished; wrote {files.csv}, {files.markdown}"
         + "".join(f", {p}" for p in files.plots)
     )
+    for where in files.corrupt:  # also listed under 'Skipped metrics lines' in report.md
+        print(f"unikd report: warning: skipped corrupt lines of {where}", file=sys.stderr)
     if files.plot_note and not args.no_plots:
         print(files.plot_note)
     return 0

@@ -1,27 +1,22 @@
-"""Checkpoint I/O: atomic writes, safe loads (``weights_only=True``) and a dependency-free safetensors codec.
+"""Checkpoint I/O: atomic writes, safe loads (``weights_only=True``); the safetensors codec is re-exported
+from :mod:`unikd.engine.safetensors_io`.
 
 Atomicity: every file is written to a temporary file in the destination folder, flushed and fsynced, then
 moved over the destination with ``os.replace`` (atomic on POSIX and Windows). A run killed at any moment
 therefore leaves either the previous file or the new one, never a truncated one.
 
-The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte little-endian unsigned header
-length ``N``, ``N`` bytes of JSON mapping each tensor name to ``{"dtype", "shape", "data_offsets"}`` (offsets
-relative to the byte buffer that follows the header) plus an optional ``"__metadata__"`` dict of strings,
-then the raw little-endian tensor bytes. We write it ourselves so that the package stays optional.
-
 Integrity: every file written here carries a sha256 checksum that the loaders verify (see
 :mod:`unikd.integrity`): a damaged file raises :class:`~unikd.integrity.IntegrityError` naming it, instead
-of loading wrong weights. Files without a checksum (older unikd, other tools) load with a warning.
+of loading wrong weights. Training checkpoints say in their payload that they were sealed
+(``version >= SEALED_VERSION``), so one whose checksum was stripped (truncated, re-saved, edited) is
+refused too. Files without a checksum and without that mark (other tools, unikd 0.1.0) load with a
+warning, or are refused under ``integrity=strict``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import pickle
-import struct
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,28 +27,16 @@ from torch import Tensor
 
 from unikd import integrity
 from unikd._atomic import atomic_write
+from unikd._files import require_regular_file
+from unikd.engine.safetensors_io import (  # noqa: F401  (re-exported: the public checkpoint API)
+    load_safetensors,
+    safetensors_metadata,
+    save_safetensors,
+)
 
 CHECKPOINT_FORMAT = "unikd-checkpoint"
-
-_ST_DTYPES: dict[torch.dtype, str] = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-for _name, _code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"), ("uint16", "U16"),
-                     ("uint32", "U32"), ("uint64", "U64")):
-    if hasattr(torch, _name):
-        _ST_DTYPES[getattr(torch, _name)] = _code
-_ST_CODES = {code: dtype for dtype, code in _ST_DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024  # same sanity limit as the reference implementation
-
+# Payload version from which every training checkpoint is written with its checksum (version 1: 0.1.0).
+SEALED_VERSION = 2
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``),
@@ -78,37 +61,56 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def _require_file(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} {str(path)!r} does not exist; check the path (and the run's out_dir)"
-        )
     if path.is_dir():
         raise ValueError(f"{what} {str(path)!r} is a folder, expected a file (e.g. {path / 'best.pt'})")
-    return path
+    return require_regular_file(path, what, missing="check the path (and the run's out_dir)")
 
 
 DAMAGED_CHECKPOINT_FIX = (
     "Use another checkpoint of the run (resume=auto falls back from last.pt to last.prev.pt; best.pt holds "
     "the best epoch) or copy the file again from a good source."
 )
+_RESAVED_FIX = (
+    " If you re-saved it yourself with torch.save, save it with unikd.engine.checkpoint.atomic_save "
+    "instead (it writes the checksum), or save only its weights (torch.save(ckpt['model'], PATH))."
+)
+_RESAVE = "re-save it with unikd.engine.checkpoint.atomic_save to give it a checksum"
+
+
+def is_sealed(obj: Any) -> bool:
+    """Whether a loaded payload is a training checkpoint that unikd always writes with its checksum."""
+    if not (isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT):
+        return False
+    version = obj.get("version")
+    return isinstance(version, int) and version >= SEALED_VERSION
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a ``torch.save`` file with ``weights_only=True`` (no arbitrary code runs on load).
 
-    The checksum written by :func:`atomic_save` is verified first; a file without one loads with a
-    warning (:func:`unikd.integrity.warn_unverified`).
+    The checksum written by :func:`atomic_save` is verified first. A file without one is refused when its
+    payload says unikd sealed it (:func:`is_sealed`: the checksum was stripped), else it loads with a
+    warning, or is refused under ``integrity=strict`` (:func:`unikd.integrity.unverified`).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        unikd.integrity.IntegrityError: (a ``ValueError``) the file does not match its checksum.
-        ValueError: the file is truncated/corrupt, not a PyTorch file, or holds objects other than
-            tensors and plain containers.
+        unikd.integrity.IntegrityError: (a ``ValueError``) the file does not match its checksum, or lacks it.
+        ValueError: the file is truncated/corrupt, not a PyTorch file, not a regular file, or holds objects
+            other than tensors and plain containers.
     """
     path = _require_file(path, "checkpoint")
     verified = integrity.verify_zip(path, what="checkpoint", fix=DAMAGED_CHECKPOINT_FIX)
+    obj = _torch_load(path, map_location)
+    if not verified:
+        if is_sealed(obj):
+            raise integrity.absent(path, "checkpoint", DAMAGED_CHECKPOINT_FIX + _RESAVED_FIX)
+        integrity.unverified(path, "checkpoint", resave=_RESAVE)
+    return obj
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise ValueError(
@@ -125,123 +127,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         size = path.stat().st_size
         raise ValueError(
             f"checkpoint {str(path)!r} ({size} bytes) is truncated or not a PyTorch checkpoint: {detail}. "
-            "If a run was killed while writing, use the previous checkpoint (unikd writes atomically, so "
-            "last.pt/best.pt stay valid)."
+            "If a run was killed or its disk filled while writing, use another checkpoint of the run "
+            "(resume=auto falls back from last.pt to last.prev.pt)."
         ) from None
-    if not verified:
-        integrity.warn_unverified(path, "checkpoint")
-    return obj
-
-
-def save_safetensors(
-    tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
-) -> Path:
-    """Write ``tensors`` to ``path`` in the safetensors format, atomically.
-
-    Tensors are copied to CPU and made contiguous; shared storage is written once per name (the format
-    has no aliasing). ``metadata`` must map strings to strings.
-    """
-    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI
-        raise RuntimeError("save_safetensors only supports little-endian machines")
-    if not isinstance(tensors, Mapping):
-        raise ValueError(f"tensors must be a mapping name -> Tensor, got {type(tensors).__name__}")
-    header: dict[str, Any] = {}
-    if metadata:
-        bad = {k: v for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))}
-        if bad:
-            raise ValueError(f"safetensors metadata must map str to str; convert these entries: {bad}")
-        header["__metadata__"] = dict(metadata)
-    blobs: list[bytes] = []
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        if not isinstance(name, str) or name == "__metadata__":
-            raise ValueError(f"invalid safetensors tensor name {name!r}")
-        if not isinstance(t, Tensor):
-            raise ValueError(f"tensors[{name!r}] is a {type(t).__name__}, expected a torch.Tensor")
-        if t.dtype not in _ST_DTYPES:
-            raise ValueError(f"tensors[{name!r}] has dtype {t.dtype}, which safetensors cannot store")
-        t = t.detach().to("cpu").contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    # The checksum covers the header without itself plus the tensor bytes (unikd.integrity).
-    digest = integrity.safetensors_digest(header, blobs)
-    header["__metadata__"] = {**header.get("__metadata__", {}), integrity.SAFETENSORS_KEY: digest}
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
-
-    def write(f: Any) -> None:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for raw in blobs:
-            f.write(raw)
-
-    return atomic_write(path, write)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, Any], memoryview]:
-    data = path.read_bytes()
-    bad = f"{str(path)!r} is not a valid safetensors file"
-    if len(data) < 8:
-        raise ValueError(f"{bad}: only {len(data)} bytes (truncated?)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data):
-        raise ValueError(f"{bad}: header length {n} does not fit the {len(data)}-byte file (truncated?)")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{bad}: the header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{bad}: the header is not a JSON object")
-    return header, memoryview(data)[8 + n :]
-
-
-def _verify_safetensors(path: Path, header: dict[str, Any], buf: memoryview) -> None:
-    fix = "Export it again (a run's best epoch is also in best.pt) or copy the file again from a good source."
-    if not integrity.verify_safetensors(path, header, buf, what="safetensors file", fix=fix):
-        integrity.warn_unverified(path, "safetensors file")
-
-
-def load_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a safetensors file into a dict of CPU tensors (validating offsets, dtypes and sizes)."""
-    path = _require_file(path, "safetensors file")
-    header, buf = _read_safetensors(path)
-    out: dict[str, Tensor] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        where = f"{str(path)!r}, tensor {name!r}"
-        try:
-            dtype = _ST_CODES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: malformed header entry {info!r}") from None
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if any(d < 0 for d in shape) or not 0 <= begin <= end <= len(buf) \
-                or end - begin != math.prod(shape) * itemsize:
-            raise ValueError(f"{where}: data_offsets {[begin, end]} do not match shape {shape} "
-                             f"({info['dtype']}) within the {len(buf)}-byte buffer (truncated?)")
-        if end == begin:
-            out[name] = torch.empty(shape, dtype=dtype)
-        else:
-            raw = torch.frombuffer(bytearray(buf[begin:end]), dtype=torch.uint8)
-            out[name] = raw.view(dtype).reshape(shape)
-    _verify_safetensors(path, header, buf)  # after the structural checks, whose messages are more specific
-    return out
-
-
-def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``__metadata__`` dict of a safetensors file (empty when absent)."""
-    path = _require_file(path, "safetensors file")
-    header, buf = _read_safetensors(path)
-    _verify_safetensors(path, header, buf)
-    meta = dict(header.get("__metadata__") or {})
-    meta.pop(integrity.SAFETENSORS_KEY, None)
-    return meta
 
 
 def _is_state_dict(obj: Any) -> bool:

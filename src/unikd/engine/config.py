@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from unikd._atomic import atomic_write_text
+from unikd._yaml import load_yaml, read_yaml_file
 from unikd.engine.config_check import (  # noqa: F401  (re-exported)
     LOSS_FIXED,
     coerce,
@@ -159,6 +160,7 @@ class Config:
     out_dir: str | None = None
     resume: str = "no"
     overwrite: bool = False
+    integrity: str = "lenient"  # lenient: foreign files without a checksum load with a warning | strict
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
@@ -355,7 +357,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ValueError(f"override {text!r} has an empty key; write key=value, e.g. epochs=10")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"override {text!r}: cannot parse the value as YAML ({exc}); quote it") from None
     return key, value
@@ -416,16 +418,9 @@ def load_config(
     """
     tree = _default_tree()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"config file {str(p)!r} does not exist; pass a YAML recipe (see configs/)"
-            )
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
-        _merge(tree, raw, f"config file {p}")
+        # regular UTF-8 file, duplicate keys refused; every error names the file
+        raw = read_yaml_file(path, "config file", missing="pass a YAML recipe (see configs/)") or {}
+        _merge(tree, raw, f"config file {Path(path)}")
     for text in overrides:
         key, value = parse_override(text)
         _set(tree, key, value, f"override {text!r}")

@@ -9,6 +9,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any
 
+from unikd.engine.config_bounds import check_bounds
 from unikd.registry import closest
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
 # allowed values of string-valued keys ("method" is checked against methods())
 _CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16", "fp16"),
+    "integrity": ("lenient", "strict"),
     "data.name": ("cifar10", "cifar100", "imagefolder", "npz", "digits"),
     "data.loader": ("memory", "torch"),
     "optim.name": ("sgd", "adamw"),
@@ -199,6 +201,7 @@ def validate(cfg: Config) -> None:
         check_method(cfg.method)
     flat = {
         "precision": cfg.precision,
+        "integrity": cfg.integrity,
         "data.name": cfg.data.name,
         "data.loader": cfg.data.loader,
         "optim.name": cfg.optim.name,
@@ -218,7 +221,7 @@ def validate(cfg: Config) -> None:
     _check(
         cfg.tensorboard in (True, False, "auto"), f"tensorboard={cfg.tensorboard!r}: use auto, true or false"
     )
-    _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    check_bounds(cfg)  # non-finite numbers anywhere, epochs, seeds
     _check(
         not cfg.overwrite or cfg.resume == "no",
         f"overwrite=true starts the run over, but resume={cfg.resume!r} continues one; use one of them",

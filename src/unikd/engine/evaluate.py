@@ -86,6 +86,7 @@ def evaluate_checkpoint(
     precision: str = "fp32",
     network: str = "student",
     classes: Sequence[int] | None = None,
+    integrity: str = "lenient",
 ) -> dict[str, Any]:
     """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
 
@@ -95,8 +96,10 @@ def evaluate_checkpoint(
     ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
     ``classes`` (e.g. a run's dropped classes) adds ``top1_classes`` / ``count_classes`` over the samples of
     those classes and ``top1_rest`` / ``count_rest`` over the others (a top-1 is None without samples).
+    ``integrity="strict"`` refuses a checkpoint without a unikd checksum (a 0.1.0 one) instead of warning.
     Returns the metrics plus ``model``, ``data``, ``split``, ``checkpoint`` and ``network``.
     """
+    from unikd import integrity as _integrity
     from unikd.data import InMemoryLoader, create_dataset
     from unikd.engine.checkpoint import load_checkpoint
     from unikd.engine.distributed import resolve_device
@@ -104,7 +107,8 @@ def evaluate_checkpoint(
     from unikd.models import create_model
 
     path = Path(checkpoint)
-    ckpt = load_checkpoint(path)
+    with _integrity.policy(integrity):
+        ckpt = load_checkpoint(path)
     if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
         raise ValueError(
             f"{str(path)!r} is not a unikd checkpoint (no model name / data config inside); evaluate a run's "

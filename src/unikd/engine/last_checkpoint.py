@@ -1,7 +1,9 @@
 """``last.pt`` and the previous good one, ``last.prev.pt``: writing them, and choosing one to resume from.
 
-Before ``last.pt`` is replaced, the current file -- once its checksum verifies -- becomes ``last.prev.pt``
-(a hard link, so no copy; a copy where links are not supported). ``resume=auto`` loads ``last.pt`` and,
+Before ``last.pt`` is replaced, the current file -- only when its checksum verifies -- becomes
+``last.prev.pt`` (a hard link, so no copy; a copy where links are not supported). A ``last.pt`` that does
+not verify (damaged, truncated or empty: no checksum trailer; or a 0.1.0 file, which cannot be checked)
+never replaces the good ``last.prev.pt`` it may have fallen back to. ``resume=auto`` loads ``last.pt`` and,
 when it is missing or damaged, falls back to ``last.prev.pt`` with a warning: the steps in between are
 trained again, and exact resume still holds from that earlier step.
 """
@@ -28,21 +30,30 @@ def previous_path(last: Path) -> Path:
     return last.with_name(PREVIOUS)
 
 
+def _verifies(last: Path, prev: Path) -> bool:
+    try:
+        if integrity.verify_zip(last):
+            return True
+        why = "it carries no checksum (truncated or empty, or written by unikd 0.1.0): it cannot be verified"
+    except (integrity.IntegrityError, OSError) as exc:
+        why = str(exc)
+    kept = f"{prev} stays the fallback" if prev.is_file() else f"there is no {prev.name} yet"
+    log.warning("not keeping %s as %s: %s; %s", last, prev.name, why, kept)
+    return False
+
+
 def _keep_as_previous(last: Path) -> None:
     prev = previous_path(last)
-    try:
-        integrity.verify_zip(last)
-    except integrity.IntegrityError as exc:
-        log.warning("not keeping %s as %s: %s", last, prev.name, exc)
+    if not _verifies(last, prev):
         return
     tmp = temp_path(prev)
     try:
-        os.link(last, tmp)
-    except OSError:  # no hard links on this filesystem
-        shutil.copyfile(last, tmp)
-    try:
+        try:
+            os.link(last, tmp)
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(last, tmp)
         os.replace(tmp, prev)
-    except BaseException:
+    except BaseException:  # a failed copy (disk full) must not leave a partial temp file behind
         tmp.unlink(missing_ok=True)
         raise
 

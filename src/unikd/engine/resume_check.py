@@ -31,6 +31,7 @@ RESUME_FREE_KEYS = frozenset({
     "tensorboard",  # logging sinks only
     "trackers",
     "data.num_workers",  # loader processes: every view is a pure function of (seed, epoch, index)
+    "integrity",  # how strictly files are checked when read back; never what the run computes
 })
 
 _UNSET = object()  # a key one side does not have

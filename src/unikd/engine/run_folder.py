@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from unikd._atomic import stale_temp_files
+from unikd._atomic import stale_temp_files, with_path
 from unikd._lock import FolderLock
 from unikd.engine.config import Config
 from unikd.engine.distributed import DistInfo
@@ -109,11 +109,21 @@ def check_reuse(cfg: Config, folder: Path) -> None:
 
 
 def _sweep(folder: Path) -> None:
-    for stale in stale_temp_files(folder):
+    # Called holding the lock, before this process writes into the folder: its own pid counts as dead.
+    for stale in stale_temp_files(folder, own=True):
         try:
             stale.unlink()
         except OSError:
             pass
+
+
+def _lock(folder: Path) -> FolderLock:
+    lock = FolderLock(folder, LOCK_NAME, "unikd train",
+                      fix="Wait for it to finish, stop it, or train into another out_dir.")
+    try:
+        return lock.acquire()
+    except OSError as exc:  # os.write() of the lock file (disk full) names no file: name it
+        raise (with_path(exc, lock.path) if exc.filename is None else exc) from exc
 
 
 @contextlib.contextmanager
@@ -125,8 +135,7 @@ def claim_run_folder(cfg: Config, info: DistInfo) -> Iterator[None]:
     lock = None
     try:
         if info.is_main:
-            lock = FolderLock(folder, LOCK_NAME, "unikd train",
-                              fix="Wait for it to finish, stop it, or train into another out_dir.").acquire()
+            lock = _lock(folder)
             _sweep(folder)
             check_reuse(cfg, folder)
         yield

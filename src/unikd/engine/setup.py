@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from unikd.engine.checkpoint import SEALED_VERSION
 from unikd.engine.config import Config
 from unikd.engine.diagnostics import GradDiagnostics, build_diagnostics
 from unikd.engine.distributed import DistInfo, has_batchnorm, sync_batchnorm
@@ -112,7 +113,7 @@ class Components:
         loader_state = {**self.train_loader.state_dict(), "epoch": st.epoch, "position": st.position}
         ckpt: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
-            "version": 1,
+            "version": SEALED_VERSION,  # sealed: a copy without its checksum is refused as damaged
             "run_id": self.run_id,
             "model_name": self.cfg.model,
             "num_classes": self.num_classes,

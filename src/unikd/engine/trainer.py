@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unikd import integrity
 from unikd.engine.checkpoint import atomic_save, save_safetensors
 from unikd.engine.class_metrics import epoch_values, summary_values
 from unikd.engine.config import Config
@@ -77,7 +78,9 @@ def train(cfg: Config) -> dict[str, Any]:
     info = init_distributed(cfg.device)
     try:
         cfg = resolve_out_dir(cfg, info)
-        with claim_run_folder(cfg, info):  # rank 0 locks out_dir for the whole run
+        # Rank 0 locks out_dir for the whole run; the integrity policy reaches every file read below (teacher
+        # weights, resume, teacher cache) without an argument threaded through each layer.
+        with claim_run_folder(cfg, info), integrity.policy(cfg.integrity):
             trainer = Trainer(build(cfg, info))
             summary = trainer.fit()
             # Teardown: drop the DDP wrapper (and its reducer) first, then let all ranks reach the group's

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from unikd._yaml import read_yaml_file
+
 METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
 
 
@@ -145,10 +147,7 @@ def load_example_config(
     """Defaults, then ``QUICK`` (with ``quick``), then the YAML file, then ``key=value`` overrides."""
     raw: dict[str, Any] = dict(QUICK) if quick else {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file {path} not found") from None
+        loaded = read_yaml_file(path, "config file", missing="check the path") or {}
         raw = _merge(raw, loaded)
     for text in overrides or []:
         raw = _merge(raw, _override(text))

@@ -15,7 +15,6 @@ processes.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unikd._atomic import atomic_write
 from unikd.token import (
     FusedDistillLoss,
     TokenDistillLoss,
@@ -35,6 +33,7 @@ from unikd.token import (
 from ._require import require
 from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
 from .checks import check_dataset, check_pair, context_length
+from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
 
 transformers = require("transformers")
 
@@ -75,7 +74,6 @@ def freeze_teacher(teacher: nn.Module, device: torch.device | str) -> nn.Module:
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
-LOSS_STATE = "unikd_loss_state.pt"  # in each Trainer checkpoint folder, beside optimizer.pt
 
 
 class DistillationMixin:
@@ -247,15 +245,13 @@ class DistillationMixin:
         super()._save_optimizer_and_scheduler(output_dir)
         state = self.loss_fn.state_dict() if hasattr(self, "loss_fn") else {}
         if state and self.args.should_save:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            atomic_write(Path(output_dir) / LOSS_STATE, lambda f: f.write(buf.getvalue()))
+            save_loss_state(state, Path(output_dir) / LOSS_STATE)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         path = Path(checkpoint) / LOSS_STATE if checkpoint else None
         if path is not None and path.exists() and hasattr(self, "loss_fn"):
-            self.loss_fn.load_state_dict(torch.load(path, map_location="cpu"))
+            self.loss_fn.load_state_dict(load_loss_state(path))
 
 
 class DistillationTrainer(DistillationMixin, transformers.Trainer):

@@ -40,6 +40,9 @@ PARTIAL_ARRAY = ".tokens.npy.partial"
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.json"
 STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len")
+# How these caches are built: no command line builds them ('unikd cache-teacher' builds image caches).
+REBUILD = ("rebuild it with unikd.token.SparseTeacherWriter(folder, ..., overwrite=True) over the teacher's "
+           "outputs (docs/token.md)")
 
 
 def _positive(value: Any, name: str) -> int:
@@ -107,7 +110,7 @@ class SparseTeacherWriter:
         fix = "Point the writer at another folder, or pass overwrite=True to replace it."
         try:
             for name in (MANIFEST, PARTIAL):
-                found = read_manifest(self.folder, name)
+                found = read_manifest(self.folder, name, rebuild=REBUILD)
                 if found is not None:
                     check_identity(found, self.header, where=self.folder, fix=fix, fields=STORAGE_FIELDS)
                     check_identity(
@@ -117,7 +120,7 @@ class SparseTeacherWriter:
                         fix=fix,
                         fields=tuple(sorted(set(found["identity"]) | set(self.header["identity"]))),
                     )
-        except CacheMismatchError:
+        except ValueError:  # another run's cache (CacheMismatchError), or a damaged/unreadable manifest
             if not overwrite:
                 raise
             for name in (MANIFEST, PARTIAL, ARRAY, PARTIAL_ARRAY):
@@ -238,9 +241,11 @@ class SparseTeacherCache:
     def __init__(self, folder: str | Path, device: torch.device | str = "cpu") -> None:
         self.folder = Path(folder)
         self.device = torch.device(device)
-        manifest = read_manifest(self.folder) if self.folder.is_dir() else None
+        manifest = read_manifest(self.folder, rebuild=REBUILD) if self.folder.is_dir() else None
         if manifest is None:
-            partial = self.folder.is_dir() and read_manifest(self.folder, PARTIAL) is not None
+            partial = self.folder.is_dir() and (
+                read_manifest(self.folder, PARTIAL, rebuild=REBUILD) is not None
+            )
             raise ValueError(
                 f"{self.folder} is not a complete sparse-teacher cache"
                 + (
@@ -259,10 +264,8 @@ class SparseTeacherCache:
         self.num_sequences = int(manifest["num_samples"])
         self.seq_len = int(manifest["seq_len"])
         path = self.folder / manifest["file"]
-        fix = "Delete the folder and rebuild it with SparseTeacherWriter."
-        what = "sparse-teacher cache array"
-        if not integrity.verify_file(path, manifest.get("sha256"), what=what, fix=fix):
-            integrity.warn_unverified(path, what)
+        fix = f"Delete the folder, or {REBUILD}."
+        integrity.verify_file(path, manifest.get("sha256"), what="sparse-teacher cache array", fix=fix)
         self.array = storage.open_shard(path)
 
     @property
