@@ -116,3 +116,34 @@ def test_reported_cases():
         dkd_loss(torch.randn(4, 16), torch.randn(4, 16), torch.full((4, 16), 2 / 16))
     with pytest.raises(ValueError, match="non-finite"):  # was a finite 0.55
         tfkd_loss(torch.randn(4, 16), torch.full((4, 16), nan))
+
+
+# Issue 25, item 4: the losses outside LOSS_FUNCTIONS (their functions take module state) and the KL
+# monitors keep the same contract; the values in the comments are what they returned before.
+@pytest.mark.parametrize("value", NONFINITE, ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("side", [0, 1], ids=["student", "teacher"])
+def test_feature_losses_and_monitors_give_nan(value, side):
+    from unikd.losses import crd_loss, hcl_loss, nd_loss, nkd_nontarget_kl, uskd_nontarget_kl
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.tensor([1, 2, 3, 0])
+
+    def poisoned(*shape):
+        pair = [torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)]
+        pair[side].view(shape[0], -1)[0, 3] = value
+        return pair
+
+    s, t = poisoned(4, 8)
+    # an infinite teacher norm gave 1 - finite / inf: a finite 0.90 for a -inf teacher embedding
+    assert torch.isnan(nd_loss(s, t, torch.randn(5, 8, generator=g), y))
+    fs, ft = poisoned(4, 3, 8, 8)
+    assert torch.isnan(hcl_loss([fs], [ft]))  # was +inf for +-inf maps
+    vs, vt = (torch.nn.functional.normalize(v, dim=1) for v in poisoned(4, 8))
+    banks = torch.nn.functional.normalize(torch.randn(2, 16, 8, generator=g), dim=2)
+    idx = torch.randint(0, 16, (4, 5), generator=g)
+    assert torch.isnan(crd_loss(vs, vt, banks[0], banks[1], idx, torch.tensor([1.0, 1.0])))
+    zs, zt = poisoned(4, 8)
+    # the masked softmaxes gave a non-finite teacher/weak logit probability 0: finite (0.88, 0.05) or inf
+    assert torch.isnan(nkd_nontarget_kl(zs, zt, y))
+    assert torch.isnan(uskd_nontarget_kl(zs, zt, y))
+

@@ -89,12 +89,14 @@ def nkd_nontarget_kl(
     zt = check_logits(teacher_logits, "teacher_logits")
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)
+    idx = tg.index  # (N, 1)
     log_n_s = (zs / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(S^lambda)
     log_q = (zt / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(T^lambda)
     q = log_q.exp()  # exactly 0 at the target
     kl = torch.where(q > 0, q * (log_q - log_n_s), 0.0).sum(dim=1).clamp_min(0.0)  # (N,)
-    return g * lam * lam * kl.mean()
+    # the masked softmaxes hide a non-finite logit (a -inf gets probability 0): NaN, as nkd_loss gives
+    return nan_if_nonfinite(g * lam * lam * kl.mean(), zs, zt, tg.soft)  # (docs/losses.md)
 
 
 def nkd_kernel(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_finite
+from ._common import check_finite, nan_if_nonfinite
 from ._features import check_embedding, check_same_batch, common_dtype
 
 # Squared distances are clamped here before the square root (zero distances would give infinite gradients).
@@ -71,7 +71,8 @@ def rkd_loss(
         t_a = _angles(t)
     loss_d = F.smooth_l1_loss(_normalised_distances(s), t_d)
     loss_a = F.smooth_l1_loss(_angles(s), t_a)
-    return wd * loss_d + wa * loss_a
+    # a non-finite embedding can vanish from the relations (an inf norm scales its distances to 0): NaN
+    return nan_if_nonfinite(wd * loss_d + wa * loss_a, s, t)  # (docs/losses.md)
 
 
 class RKDLoss(nn.Module):

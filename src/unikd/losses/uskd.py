@@ -272,7 +272,8 @@ def uskd_nontarget_kl(
     score = _rank_score(rank, zs, zw, n_s, w, log_w_t, log_s_t, lse_nt, lse_all, idx, valid)
     zipf = normalise_nontarget(zipf_rank_weights(score), idx)  # (N, C), 0 at the targets
     kl = torch.where(zipf > 0, zipf * (zipf.clamp_min(1e-45).log() - log_n_s), 0.0).sum(dim=1)
-    return b * kl.clamp_min(0.0).mean()
+    # the masked softmaxes and the ranks hide a non-finite logit: NaN, as uskd_loss gives (docs/losses.md)
+    return nan_if_nonfinite(b * kl.clamp_min(0.0).mean(), zs, zw, tg.soft)
 
 
 class USKDLoss(nn.Module):
