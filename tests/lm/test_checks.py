@@ -57,6 +57,13 @@ def test_padded_heads_masked_with_minus_inf_train_to_a_finite_loss(fused, tmp_pa
     assert all(torch.isfinite(p).all() for p in student.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("weight", ["ce_weight", "weight"])
+def test_negative_weights_refused(weight):
+    # fused=False combines the terms in the trainer itself, so DistillSettings checks them for both paths
+    with pytest.raises(ValueError, match=rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0"):
+        lm.DistillSettings("kd", **{weight: -1.0})
+
+
 def test_tokenizer_mismatch(tmp_path):
     a = {f"t{i}": i for i in range(96)}
     b = dict(a, t5=6, t6=5)

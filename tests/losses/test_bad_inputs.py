@@ -147,3 +147,60 @@ def test_feature_losses_and_monitors_give_nan(value, side):
     assert torch.isnan(nkd_nontarget_kl(zs, zt, y))
     assert torch.isnan(uskd_nontarget_kl(zs, zt, y))
 
+
+# Loss weights scale terms that training minimises: a negative one is refused, naming the parameter and the
+# fix (issue 25: beta=-1 was accepted by DKD, DIST and USKD). Exponents (ABKD's alpha and beta) and the
+# CTKD curriculum strengths are not weights and may be negative.
+def _weighted():
+    from unikd.losses import (
+        DISTLoss,
+        DKDLoss,
+        NKDLoss,
+        RKDLoss,
+        USKDLoss,
+        dist_loss,
+        dkd_loss,
+        nkd_loss,
+        nkd_nontarget_kl,
+        rkd_loss,
+        uskd_loss,
+        uskd_nontarget_kl,
+    )
+
+    z1, z2, y = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 2, 3])
+    e1, e2 = torch.randn(4, 5), torch.randn(4, 3)
+    return {
+        "dkd_loss": (lambda **w: dkd_loss(z1, z2, y, **w), ("alpha", "beta")),
+        "DKDLoss": (DKDLoss, ("alpha", "beta")),
+        "dist_loss": (lambda **w: dist_loss(z1, z2, **w), ("beta", "gamma")),
+        "DISTLoss": (DISTLoss, ("beta", "gamma")),
+        "uskd_loss": (lambda **w: uskd_loss(z1, z2, y, **w), ("alpha", "beta", "mu")),
+        "USKDLoss": (lambda **w: USKDLoss(5, 6, **w), ("alpha", "beta", "mu")),
+        "uskd_nontarget_kl": (lambda **w: uskd_nontarget_kl(z1, z2, y, **w), ("beta",)),
+        "nkd_loss": (lambda **w: nkd_loss(z1, z2, y, **w), ("gamma",)),
+        "NKDLoss": (NKDLoss, ("gamma",)),
+        "nkd_nontarget_kl": (lambda **w: nkd_nontarget_kl(z1, z2, y, **w), ("gamma",)),
+        "rkd_loss": (lambda **w: rkd_loss(e1, e2, **w), ("distance_weight", "angle_weight")),
+        "RKDLoss": (RKDLoss, ("distance_weight", "angle_weight")),
+    }
+
+
+WEIGHTS = [(name, w) for name, (_, ws) in _weighted().items() for w in ws]
+
+
+@pytest.mark.parametrize("name, weight", WEIGHTS, ids=[f"{n}-{w}" for n, w in WEIGHTS])
+def test_negative_loss_weights_are_refused(name, weight):
+    build = _weighted()[name][0]
+    with pytest.raises(ValueError, match=rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch"):
+        build(**{weight: -1.0})
+    build(**{weight: 0.0})  # 0 switches the term off
+
+
+def test_abkd_exponents_may_be_negative():
+    # alpha and beta are the divergence's exponents, not weights; the authors' code has an alpha + beta = 0
+    # branch, reachable only with a negative one. beta < 0 with alpha + beta > 0 is still a divergence.
+    from unikd.losses import abkd_loss
+
+    zs, zt = torch.randn(4, 6), torch.randn(4, 6)
+    assert abkd_loss(zs, zt, alpha=1.5, beta=-0.5) > 0
+    assert abkd_loss(zs, zs, alpha=1.5, beta=-0.5).abs() < 1e-6

@@ -383,3 +383,12 @@ def test_masked_padded_heads_and_ignored_tokens_train_to_a_finite_loss(name):
     assert torch.allclose(g_hs, r_hs, atol=1e-6) and torch.allclose(g_ws, r_ws, atol=1e-6)
     assert torch.all(g_hs[labels == IGNORE] == 0) and torch.all(g_bs[10:] == 0)
 
+
+@pytest.mark.parametrize("weight", ["ce_weight", "weight"])
+def test_negative_weights_are_refused(weight):
+    hs, ws, bs, ho, wo, bo, labels = make("kd")
+    match = rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch the term off"
+    with pytest.raises(ValueError, match=match):
+        T.fused_distill_loss("kd", hs, ws, ho, wo, labels, **{weight: -1.0})
+    with pytest.raises(ValueError, match=match):
+        T.FusedDistillLoss("kd", **{weight: -1.0})

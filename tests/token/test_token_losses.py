@@ -342,6 +342,21 @@ def test_bad_inputs(args, kw, match):
         T.dkd_loss(*args, **kw)
 
 
+@pytest.mark.parametrize(
+    "name, weight", [("dkd", "alpha"), ("dkd", "beta"), ("nkd", "gamma"), ("uskd", "alpha"),
+                     ("uskd", "beta"), ("uskd", "mu")]
+)
+def test_negative_loss_weights_are_refused(name, weight):
+    # issue 25: beta=-1 was accepted; the modules fail at construction, before any batch
+    zs, labels = torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long)
+    match = rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch the term off"
+    with pytest.raises(ValueError, match=match):
+        T.token_loss(name, zs, zs, labels, **{weight: -1.0})
+    with pytest.raises(ValueError, match=match):
+        T.TokenDistillLoss(name, **{weight: -1.0})
+    assert torch.isfinite(T.token_loss(name, zs, zs, labels, **{weight: 0.0}))
+
+
 def test_vocab_cut_uses_the_leading_entries():
     g = torch.Generator().manual_seed(3)
     zs, zt = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 10, generator=g)  # padded teacher head

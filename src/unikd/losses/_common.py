@@ -11,6 +11,7 @@ Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs and 
 - non-finite logits (NaN, +inf or -inf anywhere, target columns included) give a NaN loss, as torch's own
   losses do: :func:`nan_if_nonfinite` (no host sync, so it also holds under ``torch.compile`` and on GPU);
   the token losses (:mod:`unikd.token`) apply the same helper to the rows they keep;
+- loss weights (the coefficients of a method's terms) must be finite and >= 0: :func:`check_weight`;
 - soft labels are checked in eager mode by :func:`check_soft_labels`: finite, non-negative, each row
   summing to 1 within ``SOFT_LABEL_ATOL`` (a ``ValueError`` names the problem); under ``torch.compile`` the
   check is skipped and non-finite labels still give NaN.
@@ -92,10 +93,26 @@ def check_positive(value: float, name: str) -> float:
 
 
 def check_finite(value: float, name: str) -> float:
-    """A finite real number (loss weights)."""
+    """A finite real number (exponents, curriculum strengths; loss weights use :func:`check_weight`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def check_weight(value: float, name: str) -> float:
+    """A loss weight: a finite number >= 0 (0 switches its term off).
+
+    Every weighted term of these methods is a divergence or a cross-entropy that training minimises; a
+    negative weight would make the optimiser maximise it instead, which no method defines, and the run would
+    train away from its target without any error. So it is rejected here, naming the parameter.
+    """
+    w = check_finite(value, name)
+    if w < 0:
+        raise ValueError(
+            f"{name} must be >= 0, got {value!r}: it weights a term that training minimises, and a negative "
+            f"weight would maximise it instead. Pass {name}=0 to switch the term off, or a positive weight"
+        )
+    return w
 
 
 @dataclass
