@@ -492,10 +492,10 @@ def report(result: FuzzResult) -> None:
           f"{platform.python_version()}  commit {commit}")
     counts = result.counts
     cells = sorted({k[:4] for k in counts})
-    print(f"{'subject':22s} {'dtype':5s} {'target':8s} {'category':20s} {'pass':>6s} {'fail':>5s}")
+    print(f"{'subject':24s} {'dtype':5s} {'target':8s} {'category':20s} {'pass':>6s} {'fail':>5s}")
     for cell in cells:
         ok, bad = counts[(*cell, True)], counts[(*cell, False)]
-        print(f"{cell[0]:22s} {cell[1]:5s} {cell[2]:8s} {cell[3]:20s} {ok:6d} {bad:5d}")
+        print(f"{cell[0]:24s} {cell[1]:5s} {cell[2]:8s} {cell[3]:20s} {ok:6d} {bad:5d}")
     by: Counter = Counter()
     for (name, _, _, category, passed), n in counts.items():
         by[("all", category, passed)] += n
@@ -506,7 +506,7 @@ def report(result: FuzzResult) -> None:
         print(f"  {category:20s} pass {ok:6d}  fail {bad:4d}")
     print("per subject:")
     for name in sorted({k[0] for k in counts}):
-        print(f"  {name:22s} pass {by[(name, 'all', True)]:6d}  fail {by[(name, 'all', False)]:4d}")
+        print(f"  {name:24s} pass {by[(name, 'all', True)]:6d}  fail {by[(name, 'all', False)]:4d}")
     print(f"\ntotal: {result.passed} passed, {result.failed} failed")
     for f in result.failures:
         print("FAIL", f)

@@ -1,5 +1,6 @@
-"""benchmarks/fuzz_losses.py at a small size: every loss, token form and monitor keeps the documented contract
-(docs/losses.md, "Non-finite inputs and soft labels"), and the fuzzer does catch a loss that breaks it."""
+"""benchmarks/fuzz_losses.py at a small size: every loss, token form and monitor keeps the documented
+contract (docs/losses.md, "Non-finite inputs, soft labels and weights"), and the fuzzer does catch a loss that
+breaks it."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ avoids ``(N, C-1)`` copies: target columns are overwritten with the most negativ
 ordinary (log-)softmax is taken. A finite value instead of ``-inf`` keeps
 rows without any non-target class (C=2 with a two-class soft label) finite in value and gradient.
 
-Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs and soft labels"):
+Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs, soft labels and weights"):
 
 - non-finite logits (NaN, +inf or -inf anywhere, target columns included) give a NaN loss, as torch's own
   losses do: :func:`nan_if_nonfinite` (no host sync, so it also holds under ``torch.compile`` and on GPU);
