@@ -18,6 +18,7 @@ import torch
 from harness_support import base_overrides, subprocess_env
 from loss_inputs import build, call, convert, leaves
 
+import unikd.token as T
 from unikd.engine import evaluate_checkpoint, load_config, train
 from unikd.engine.checkpoint import load_checkpoint
 from unikd.losses import LOSS_FUNCTIONS
@@ -68,6 +69,37 @@ def test_non_finite_inputs_give_nan_on_the_device(name):
     flat[-1].view(8, -1)[1, 2] = math.inf
     loss = call(name, inputs, torch.randint(0, 100, (8,), device=DEVICE))
     assert torch.isnan(loss)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_FUNCTIONS))
+@pytest.mark.parametrize("side", [0, -1], ids=["student", "other"])
+def test_minus_inf_on_either_side_gives_nan_on_the_device(name, side):
+    # the guard is one aminmax reduction per input: a -inf, which a softmax turns into probability 0, must
+    # reach it on the device too
+    inputs = build(name, 8, 100, lambda shape: torch.randn(*shape, device=DEVICE))
+    leaves(inputs)[side].view(8, -1)[2, 3] = -math.inf
+    assert torch.isnan(call(name, inputs, torch.randint(0, 100, (8,), device=DEVICE)))
+
+
+@pytest.mark.parametrize("name", sorted(T.list_token_losses()))
+def test_token_losses_keep_the_non_finite_contract_on_the_device(name):
+    g = torch.Generator().manual_seed(0)
+    zs, zo = torch.randn(2, 6, 40, generator=g), torch.randn(2, 6, 40, generator=g)
+    labels = torch.randint(0, 32, (2, 6), generator=g)
+    labels[0, :2] = -100
+    zs, zo, labels = zs.to(DEVICE), zo.to(DEVICE), labels.to(DEVICE)
+    clean = T.token_loss(name, zs, zo, labels, vocab_size=32)
+    masked_s, masked_o = zs.clone(), zo.clone()
+    for x in (masked_s, masked_o):  # a padded vocabulary masked with -inf, garbage at ignored positions
+        x[..., 32:] = -math.inf
+        x[labels == -100] = math.nan
+    masked = T.token_loss(name, masked_s, masked_o, labels, vocab_size=32)
+    assert torch.isfinite(masked) and masked.item() == pytest.approx(clean.item(), rel=1e-6)
+    for x in (zs, zo):
+        bad = x.clone()
+        bad[1, 2, 7] = -math.inf
+        args = (bad, zo) if x is zs else (zs, bad)
+        assert torch.isnan(T.token_loss(name, *args, labels, vocab_size=32))
 
 
 def _run(npz, out, **opts):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from lm_support import CONTEXT, args, examples, gpt2, llama, transformers
@@ -28,6 +30,38 @@ def test_padded_head_cut_with_vocab_size(tmp_path):
     trainer = make(tmp_path, teacher=llama(hidden=24, vocab=128), distill=lm.DistillSettings(vocab_size=96))
     assert trainer.vocab == 96
     trainer.train()
+
+
+def _masked_padding(model, vocab):
+    """Give ``model``'s head a bias that masks the rows beyond ``vocab`` with -inf (a padded vocabulary)."""
+    head = model.lm_head
+    bias = torch.zeros(head.out_features)
+    bias[vocab:] = float("-inf")
+    head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return model
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_padded_heads_masked_with_minus_inf_train_to_a_finite_loss(fused, tmp_path):
+    # -inf logits in the padded vocabulary are deliberate masking, not a diverged model: vocab_size cuts them
+    # before the losses' non-finite check (docs/losses.md), so training runs and stays finite.
+    student = _masked_padding(llama(seed=2, vocab=128), 96)
+    teacher = _masked_padding(llama(hidden=24, seed=1, vocab=128), 96)
+    trainer = make(tmp_path, student=student, teacher=teacher,
+                   distill=lm.DistillSettings("reverse_kl", vocab_size=96, fused=fused))
+    logits = student(input_ids=torch.arange(4)[None]).logits
+    assert torch.isinf(logits[..., 96:]).all()
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert all(torch.isfinite(p).all() for p in student.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("weight", ["ce_weight", "weight"])
+def test_negative_weights_refused(weight):
+    # fused=False combines the terms in the trainer itself, so DistillSettings checks them for both paths
+    with pytest.raises(ValueError, match=rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0"):
+        lm.DistillSettings("kd", **{weight: -1.0})
 
 
 def test_tokenizer_mismatch(tmp_path):

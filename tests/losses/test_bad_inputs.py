@@ -116,3 +116,91 @@ def test_reported_cases():
         dkd_loss(torch.randn(4, 16), torch.randn(4, 16), torch.full((4, 16), 2 / 16))
     with pytest.raises(ValueError, match="non-finite"):  # was a finite 0.55
         tfkd_loss(torch.randn(4, 16), torch.full((4, 16), nan))
+
+
+# Issue 25, item 4: the losses outside LOSS_FUNCTIONS (their functions take module state) and the KL
+# monitors keep the same contract; the values in the comments are what they returned before.
+@pytest.mark.parametrize("value", NONFINITE, ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("side", [0, 1], ids=["student", "teacher"])
+def test_feature_losses_and_monitors_give_nan(value, side):
+    from unikd.losses import crd_loss, hcl_loss, nd_loss, nkd_nontarget_kl, uskd_nontarget_kl
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.tensor([1, 2, 3, 0])
+
+    def poisoned(*shape):
+        pair = [torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)]
+        pair[side].view(shape[0], -1)[0, 3] = value
+        return pair
+
+    s, t = poisoned(4, 8)
+    # an infinite teacher norm gave 1 - finite / inf: a finite 0.90 for a -inf teacher embedding
+    assert torch.isnan(nd_loss(s, t, torch.randn(5, 8, generator=g), y))
+    fs, ft = poisoned(4, 3, 8, 8)
+    assert torch.isnan(hcl_loss([fs], [ft]))  # was +inf for +-inf maps
+    vs, vt = (torch.nn.functional.normalize(v, dim=1) for v in poisoned(4, 8))
+    banks = torch.nn.functional.normalize(torch.randn(2, 16, 8, generator=g), dim=2)
+    idx = torch.randint(0, 16, (4, 5), generator=g)
+    assert torch.isnan(crd_loss(vs, vt, banks[0], banks[1], idx, torch.tensor([1.0, 1.0])))
+    zs, zt = poisoned(4, 8)
+    # the masked softmaxes gave a non-finite teacher/weak logit probability 0: finite (0.88, 0.05) or inf
+    assert torch.isnan(nkd_nontarget_kl(zs, zt, y))
+    assert torch.isnan(uskd_nontarget_kl(zs, zt, y))
+
+
+# Loss weights scale terms that training minimises: a negative one is refused, naming the parameter and the
+# fix (issue 25: beta=-1 was accepted by DKD, DIST and USKD). Exponents (ABKD's alpha and beta) and the
+# CTKD curriculum strengths are not weights and may be negative.
+def _weighted():
+    from unikd.losses import (
+        DISTLoss,
+        DKDLoss,
+        NKDLoss,
+        RKDLoss,
+        USKDLoss,
+        dist_loss,
+        dkd_loss,
+        nkd_loss,
+        nkd_nontarget_kl,
+        rkd_loss,
+        uskd_loss,
+        uskd_nontarget_kl,
+    )
+
+    z1, z2, y = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 2, 3])
+    e1, e2 = torch.randn(4, 5), torch.randn(4, 3)
+    return {
+        "dkd_loss": (lambda **w: dkd_loss(z1, z2, y, **w), ("alpha", "beta")),
+        "DKDLoss": (DKDLoss, ("alpha", "beta")),
+        "dist_loss": (lambda **w: dist_loss(z1, z2, **w), ("beta", "gamma")),
+        "DISTLoss": (DISTLoss, ("beta", "gamma")),
+        "uskd_loss": (lambda **w: uskd_loss(z1, z2, y, **w), ("alpha", "beta", "mu")),
+        "USKDLoss": (lambda **w: USKDLoss(5, 6, **w), ("alpha", "beta", "mu")),
+        "uskd_nontarget_kl": (lambda **w: uskd_nontarget_kl(z1, z2, y, **w), ("beta",)),
+        "nkd_loss": (lambda **w: nkd_loss(z1, z2, y, **w), ("gamma",)),
+        "NKDLoss": (NKDLoss, ("gamma",)),
+        "nkd_nontarget_kl": (lambda **w: nkd_nontarget_kl(z1, z2, y, **w), ("gamma",)),
+        "rkd_loss": (lambda **w: rkd_loss(e1, e2, **w), ("distance_weight", "angle_weight")),
+        "RKDLoss": (RKDLoss, ("distance_weight", "angle_weight")),
+    }
+
+
+WEIGHTS = [(name, w) for name, (_, ws) in _weighted().items() for w in ws]
+
+
+@pytest.mark.parametrize("name, weight", WEIGHTS, ids=[f"{n}-{w}" for n, w in WEIGHTS])
+def test_negative_loss_weights_are_refused(name, weight):
+    build = _weighted()[name][0]
+    with pytest.raises(ValueError, match=rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch"):
+        build(**{weight: -1.0})
+    build(**{weight: 0.0})  # 0 switches the term off
+
+
+def test_abkd_exponents_may_be_negative():
+    # alpha and beta are the divergence's exponents, not weights; the authors' code has an alpha + beta = 0
+    # branch, reachable only with a negative one. beta < 0 with alpha + beta > 0 is still a divergence.
+    from unikd.losses import abkd_loss
+
+    zs, zt = torch.randn(4, 6), torch.randn(4, 6)
+    assert abkd_loss(zs, zt, alpha=1.5, beta=-0.5) > 0
+    assert abkd_loss(zs, zs, alpha=1.5, beta=-0.5).abs() < 1e-6

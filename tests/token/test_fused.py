@@ -338,3 +338,57 @@ def test_inside_a_compiled_model():
     assert compiled.item() == pytest.approx(eager.item(), rel=1e-6)
     for a, b in zip(compiled_grads, eager_grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("where", ["hs", "ws", "ho", "wo"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "+inf", "-inf"])
+def test_non_finite_inputs_give_nan(name, where, value):
+    # A non-finite hidden state (of a kept token) or head entry (of a kept vocabulary row) reaches the logits
+    # of a chunk: the loss is NaN, as the unfused losses (docs/losses.md), and backward runs.
+    hs, ws, bs, ho, wo, bo, labels = make(name)
+    t = {"hs": hs, "ws": ws, "ho": ho, "wo": wo}[where]
+    with torch.no_grad():
+        t.view(-1, t.shape[-1])[7 if where in ("hs", "ho") else 2, 1] = value  # token 7 is kept
+    loss = T.fused_distill_loss(name, hs, ws, ho, wo, labels, student_bias=bs, teacher_bias=bo, chunk_size=3)
+    assert torch.isnan(loss)
+    loss.backward()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_masked_padded_heads_and_ignored_tokens_train_to_a_finite_loss(name):
+    # Heads padded beyond vocab_size with -inf biases (masked vocabulary) and NaN hidden states at ignored
+    # positions never reach a chunk: the loss and the gradients equal those of the clean inputs.
+    hs, ws, bs, ho, wo, bo, labels = make(name, v=13, dtype=torch.float32)
+    labels = torch.where(labels == IGNORE, IGNORE, labels % 10)
+    kw = dict(vocab_size=10, chunk_size=3, **HP[name])
+    clean = T.fused_distill_loss(name, hs, ws, ho, wo, labels, student_bias=bs, teacher_bias=bo, **kw)
+    with torch.no_grad():
+        bs_m, bo_m = bs.clone(), bo.clone()
+        bs_m[10:] = float("-inf")
+        bo_m[10:] = float("-inf")
+        hs_m = hs.clone()
+        hs_m[labels == IGNORE] = float("nan")
+        ho_m = ho.clone()
+        ho_m[labels == IGNORE] = float("nan")
+    hs_m.requires_grad_(True)
+    bs_m.requires_grad_(True)
+    masked = T.fused_distill_loss(
+        name, hs_m, ws, ho_m, wo, labels, student_bias=bs_m, teacher_bias=bo_m, **kw
+    )
+    assert torch.isfinite(masked) and masked.item() == pytest.approx(clean.item(), rel=1e-6)
+    g_hs, g_ws, g_bs = grads_of(masked, [hs_m, ws, bs_m])
+    r_hs, r_ws, r_bs = grads_of(clean, [hs, ws, bs])
+    assert torch.isfinite(g_hs).all() and torch.isfinite(g_ws).all() and torch.isfinite(g_bs).all()
+    assert torch.allclose(g_hs, r_hs, atol=1e-6) and torch.allclose(g_ws, r_ws, atol=1e-6)
+    assert torch.all(g_hs[labels == IGNORE] == 0) and torch.all(g_bs[10:] == 0)
+
+
+@pytest.mark.parametrize("weight", ["ce_weight", "weight"])
+def test_negative_weights_are_refused(weight):
+    hs, ws, bs, ho, wo, bo, labels = make("kd")
+    match = rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch the term off"
+    with pytest.raises(ValueError, match=match):
+        T.fused_distill_loss("kd", hs, ws, ho, wo, labels, **{weight: -1.0})
+    with pytest.raises(ValueError, match=match):
+        T.FusedDistillLoss("kd", **{weight: -1.0})

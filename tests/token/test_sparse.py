@@ -116,3 +116,51 @@ def test_temperature_applies_to_the_buckets():
     value = T.kd_loss(zs, sp, labels, temperature=2.0).item()
     assert math.isfinite(value) and value >= 0
     assert value != pytest.approx(T.kd_loss(zs, sp, labels).item())
+
+
+@pytest.mark.parametrize("name", SPARSE_NAMES)
+@pytest.mark.parametrize("where", ["logprobs", "tail", "student-in-the-tail"])
+@pytest.mark.parametrize("value", [math.nan, -math.inf], ids=["nan", "-inf"])
+def test_non_finite_sparse_teacher_or_student_gives_nan(name, where, value):
+    # A NaN loss, as the dense losses (docs/losses.md). At k = V the last log-probability is tiny and the tail
+    # empty, so a -inf there keeps the mass check satisfied; a student logit among the tail tokens (k < V)
+    # would otherwise vanish into the tail bucket's log-sum-exp.
+    zs, zt, labels = peaked(v=12)
+    sp = T.sparse_topk(zt, 12 if where != "student-in-the-tail" else 4, labels=labels)
+    if where == "logprobs":
+        sp.logprobs[1, 2, -1] = value
+    elif where == "tail":
+        sp.tail[1, 2] = value
+    else:
+        outside = [i for i in range(12) if i not in sp.ids[1, 2].tolist()][0]
+        zs[1, 2, outside] = value
+    assert torch.isnan(T.token_loss(name, zs, sp, labels))
+
+
+def test_infinite_sparse_log_probability_fails_the_mass_check():
+    # +inf is no log-probability: the eager mass check names it (under torch.compile the loss is NaN)
+    zs, zt, labels = peaked(v=12)
+    sp = T.sparse_topk(zt, 4, labels=labels)
+    sp.logprobs[1, 2, 0] = math.inf
+    with pytest.raises(ValueError, match=r"sum to exp\(inf\) instead of 1"):
+        T.kd_loss(zs, sp, labels)
+
+
+@pytest.mark.parametrize("name", SPARSE_NAMES)
+def test_teacher_masked_with_minus_inf_gives_probability_zero(name):
+    # A teacher that masks tokens with -inf logits: sparse_topk floors their log-probabilities at TAIL_FLOOR
+    # (as the cache stores them), so the sparse losses train on it; at full k the loss equals the dense loss
+    # with the masked logits at the most negative finite float (the dense losses give NaN for -inf).
+    zs, zt, labels = peaked(v=12)
+    zt = zt.float()
+    zt[..., 8:] = -math.inf
+    sp = T.sparse_topk(zt, 12, labels=labels)
+    assert torch.isfinite(sp.logprobs).all() and sp.logprobs.min().item() == -1e4
+    zs = zs.float().requires_grad_(True)
+    loss = T.token_loss(name, zs, sp, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(zs.grad).all()
+    assert torch.isnan(T.token_loss(name, zs, zt, labels))
+    if name in ("kd", "jsd", "taid", "dkd", "nkd"):  # reverse KL weighs log 0 by the student's mass
+        finite = zt.nan_to_num(neginf=torch.finfo(torch.float32).min)
+        assert loss.item() == pytest.approx(T.token_loss(name, zs, finite, labels).item(), rel=1e-5)

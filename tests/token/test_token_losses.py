@@ -1,5 +1,7 @@
 """unikd.token losses: equal to the classification loss of the same name on the kept rows, per-token float64
-references, gradcheck, ignore_index properties, all-ignored batches, bad inputs."""
+references, gradcheck, ignore_index properties, all-ignored batches, non-finite logits, bad inputs."""
+
+import math
 
 import pytest
 import torch
@@ -165,6 +167,72 @@ def test_all_ignored_gives_zero_with_zero_gradient(name):
     assert T.cross_entropy(zs, labels).item() == 0.0
 
 
+NONFINITE = {"nan": math.nan, "+inf": math.inf, "-inf": -math.inf}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("side", ["student", "other"])
+@pytest.mark.parametrize("column", ["target", "non-target"])
+@pytest.mark.parametrize("value", sorted(NONFINITE))
+def test_non_finite_logits_give_nan(name, side, column, value):
+    # As the classification losses (docs/losses.md): a NaN loss, and backward runs.
+    g = torch.Generator().manual_seed(2)
+    zs, zo = torch.randn(2, 3, 9, generator=g), torch.randn(2, 3, 9, generator=g)
+    labels = torch.randint(0, 9, (2, 3), generator=g)
+    labels[0, 0] = IGNORE
+    col = int(labels[1, 2]) if column == "target" else (int(labels[1, 2]) + 4) % 9
+    (zs if side == "student" else zo)[1, 2, col] = NONFINITE[value]
+    zs.requires_grad_(True)
+    zo.requires_grad_(name == "uskd")
+    loss = T.token_loss(name, zs, zo, labels)
+    assert torch.isnan(loss), f"{name}: {loss.item()}"
+    loss.backward()
+
+
+def test_reported_non_finite_cases():
+    # issue 25 (reported values in the comments): the token forms returned these for a -inf logit, where the
+    # classification forms return NaN
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 16, generator=g), torch.randn(4, 16, generator=g)
+    y = torch.tensor([1, 2, 3, 4])
+    t_bad, s_bad = t.clone(), s.clone()
+    t_bad[0, 7] = s_bad[0, 7] = -math.inf
+    assert torch.isnan(T.nkd_loss(s, t_bad, y))  # a finite 3.94
+    assert torch.isnan(T.taid_loss(s, t_bad, y))  # a finite 2.20
+    assert torch.isnan(T.reverse_kl_loss(s, t_bad, y))  # +inf
+    for fn in (T.kd_loss, T.dkd_loss, T.nkd_loss, T.uskd_loss):
+        assert torch.isnan(fn(s_bad, t, y)), fn.__name__  # +inf
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("value", sorted(NONFINITE))
+def test_ignored_positions_and_padded_vocabulary_may_hold_any_value(name, value):
+    # Masking with -inf (or garbage) where the loss never looks is fine: positions whose label is
+    # ignore_index and head entries beyond vocab_size leave before the non-finite check, so the loss and the
+    # gradients are those of the clean rows.
+    g = torch.Generator().manual_seed(4)
+    zs, zo = torch.randn(2, 4, 12, generator=g), torch.randn(2, 4, 12, generator=g)
+    labels = torch.randint(0, 9, (2, 4), generator=g)
+    labels[0, 1] = labels[1, 3] = IGNORE
+    out = {}
+    for case in ("clean", "masked"):
+        a, b = zs.clone(), zo.clone()
+        if case == "masked":
+            for x in (a, b):
+                x[..., 9:] = NONFINITE[value]  # padded vocabulary
+                x[labels == IGNORE] = NONFINITE[value]  # ignored positions
+        a.requires_grad_(True)
+        b.requires_grad_(name == "uskd")
+        loss = T.token_loss(name, a, b, labels, vocab_size=9)
+        loss.backward()
+        out[case] = (loss, a.grad, b.grad)
+    (clean, gs, go), (masked, ms, mo) = out["clean"], out["masked"]
+    assert torch.isfinite(masked) and masked.item() == clean.item()
+    assert torch.isfinite(ms).all() and torch.equal(ms, gs)
+    if name == "uskd":
+        assert torch.isfinite(mo).all() and torch.equal(mo, go)
+
+
 def test_label_free_losses_accept_no_labels():
     zs, zt = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
     for name in ("kd", "reverse_kl", "jsd", "taid"):
@@ -272,6 +340,21 @@ def test_next_token_labels():
 def test_bad_inputs(args, kw, match):
     with pytest.raises(ValueError, match=match):
         T.dkd_loss(*args, **kw)
+
+
+@pytest.mark.parametrize(
+    "name, weight", [("dkd", "alpha"), ("dkd", "beta"), ("nkd", "gamma"), ("uskd", "alpha"),
+                     ("uskd", "beta"), ("uskd", "mu")]
+)
+def test_negative_loss_weights_are_refused(name, weight):
+    # issue 25: beta=-1 was accepted; the modules fail at construction, before any batch
+    zs, labels = torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long)
+    match = rf"^{weight} must be >= 0, got -1\.0: .*Pass {weight}=0 to switch the term off"
+    with pytest.raises(ValueError, match=match):
+        T.token_loss(name, zs, zs, labels, **{weight: -1.0})
+    with pytest.raises(ValueError, match=match):
+        T.TokenDistillLoss(name, **{weight: -1.0})
+    assert torch.isfinite(T.token_loss(name, zs, zs, labels, **{weight: 0.0}))
 
 
 def test_vocab_cut_uses_the_leading_entries():

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from unikd.losses._common import check_weight
 from unikd.token import (
     FusedDistillLoss,
     TokenDistillLoss,
@@ -64,6 +65,9 @@ class DistillSettings:
                 f"unknown teacher loss {self.loss!r}; use one of {names} (uskd trains a weak head, not a "
                 "teacher: call unikd.token.FusedDistillLoss('uskd') in your own loop)"
             )
+        # fused=False combines the two terms here, not in FusedDistillLoss: check the weights for both paths
+        self.ce_weight = check_weight(self.ce_weight, "ce_weight")
+        self.weight = check_weight(self.weight, "weight")
 
 
 def freeze_teacher(teacher: nn.Module, device: torch.device | str) -> nn.Module:

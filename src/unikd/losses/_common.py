@@ -6,10 +6,12 @@ avoids ``(N, C-1)`` copies: target columns are overwritten with the most negativ
 ordinary (log-)softmax is taken. A finite value instead of ``-inf`` keeps
 rows without any non-target class (C=2 with a two-class soft label) finite in value and gradient.
 
-Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs and soft labels"):
+Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs, soft labels and weights"):
 
 - non-finite logits (NaN, +inf or -inf anywhere, target columns included) give a NaN loss, as torch's own
   losses do: :func:`nan_if_nonfinite` (no host sync, so it also holds under ``torch.compile`` and on GPU);
+  the token losses (:mod:`unikd.token`) apply the same helper to the rows they keep;
+- loss weights (the coefficients of a method's terms) must be finite and >= 0: :func:`check_weight`;
 - soft labels are checked in eager mode by :func:`check_soft_labels`: finite, non-negative, each row
   summing to 1 within ``SOFT_LABEL_ATOL`` (a ``ValueError`` names the problem); under ``torch.compile`` the
   check is skipped and non-finite labels still give NaN.
@@ -91,10 +93,26 @@ def check_positive(value: float, name: str) -> float:
 
 
 def check_finite(value: float, name: str) -> float:
-    """A finite real number (loss weights)."""
+    """A finite real number (exponents, curriculum strengths; loss weights use :func:`check_weight`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def check_weight(value: float, name: str) -> float:
+    """A loss weight: a finite number >= 0 (0 switches its term off).
+
+    Every weighted term of these methods is a divergence or a cross-entropy that training minimises; a
+    negative weight would make the optimiser maximise it instead, which no method defines, and the run would
+    train away from its target without any error. So it is rejected here, naming the parameter.
+    """
+    w = check_finite(value, name)
+    if w < 0:
+        raise ValueError(
+            f"{name} must be >= 0, got {value!r}: it weights a term that training minimises, and a negative "
+            f"weight would maximise it instead. Pass {name}=0 to switch the term off, or a positive weight"
+        )
+    return w
 
 
 @dataclass
@@ -192,16 +210,20 @@ def check_soft_labels(soft: Tensor, *, atol: float = 1e-3, name: str = "target")
 def nan_if_nonfinite(loss: Tensor, *inputs: Tensor | None) -> Tensor:
     """``loss``, or NaN when the loss or any of ``inputs`` holds NaN or +-inf (torch's own losses give NaN).
 
-    Pass the inputs whose bad values masking (target columns, top-k, ranks) could hide from the result; a
-    loss to which every input element contributes (an MSE) needs none: its own inf becomes NaN here. A
-    diverging run's loss is then NaN, so the trainer stops with its non-finite-loss message instead of
-    training on. ``sum(x * 0)`` is 0 for finite inputs and NaN otherwise (no overflow, no host sync, one
-    cheap pass; ``isfinite().all()`` costs ~10x more on CPU). Gradients are those of ``loss``.
+    Pass the inputs whose bad values masking (target columns, top-k, ranks, softmax weights that underflow
+    to 0) could hide from the result; a loss to which every input element contributes (an MSE) needs none:
+    its own inf becomes NaN here. A diverging run's loss is then NaN, so the trainer stops with its
+    non-finite-loss message instead of training on. ``min * 0 + max * 0`` of each input is 0 when it is
+    finite and NaN otherwise (the min catches -inf, the max +inf, both propagate NaN): one ``aminmax``
+    reduction per input, without a temporary of the input's size, an overflow or a host sync (about 4x
+    cheaper than ``sum(x * 0)`` and 10x cheaper than ``isfinite().all()`` on CPU). Gradients are those of
+    ``loss``.
     """
     guard = loss.detach() - loss.detach()  # 0, or NaN when the loss itself is inf or NaN
     for x in inputs:
-        if x is not None:
-            guard = guard + (x.detach() * 0).sum().to(loss.dtype)
+        if x is not None and x.numel():
+            lo, hi = torch.aminmax(x.detach())
+            guard = guard + (lo * 0 + hi * 0).to(loss.dtype)
     return loss + guard
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_positive
+from ._common import check_positive, nan_if_nonfinite
 from ._features import (
     check_count,
     check_embedding,
@@ -92,7 +92,8 @@ def crd_loss(
         )
     out_s = (_scores(vs, teacher_memory.detach(), contrast_idx) / t).exp() / normalisers[0]
     out_t = (_scores(vt, student_memory.detach(), contrast_idx) / t).exp() / normalisers[1]
-    return _nce(out_s, n) + _nce(out_t, n)
+    # exp of a -inf score is 0 and its log -inf, so a non-finite vector or bank row would give +-inf: NaN
+    return nan_if_nonfinite(_nce(out_s, n) + _nce(out_t, n), vs, vt)  # (docs/losses.md)
 
 
 class CRDLoss(nn.Module):

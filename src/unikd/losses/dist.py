@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import check_finite, check_logits, check_pair, check_positive, nan_if_nonfinite
+from ._common import check_logits, check_pair, check_positive, check_weight, nan_if_nonfinite
 
 # The authors' eps, added to the product of the two norms (not to each norm, not inside a square root).
 DIST_EPS = 1e-8
@@ -30,7 +30,7 @@ def dist_loss(
 
     Args:
         student_logits, teacher_logits: ``(N, C)``; the teacher is detached.
-        beta, gamma: weights of the inter- and intra-class terms (default 1 and 1, as published).
+        beta, gamma: weights of the inter- and intra-class terms, >= 0 (default 1 and 1, as published).
         temperature: tau > 0. Default 1.0 (the authors' ImageNet setting ``kd: dist``); their CIFAR-100
             recipe uses ``dist_t4`` (tau = 4) with KD weight 2 and CE weight 1.
 
@@ -38,7 +38,7 @@ def dist_loss(
     it depends on which samples share a batch. With N = 1 the centred column is zero, so that term is the
     constant ``gamma * tau**2`` and gives no gradient (as in the authors' code).
     """
-    b, g = check_finite(beta, "beta"), check_finite(gamma, "gamma")
+    b, g = check_weight(beta, "beta"), check_weight(gamma, "gamma")
     tau = check_positive(temperature, "temperature")
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
@@ -65,8 +65,8 @@ class DISTLoss(nn.Module):
 
     def __init__(self, *, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
         super().__init__()
-        self.beta = check_finite(beta, "beta")
-        self.gamma = check_finite(gamma, "gamma")
+        self.beta = check_weight(beta, "beta")
+        self.gamma = check_weight(gamma, "gamma")
         self.temperature = check_positive(temperature, "temperature")
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (
-    check_finite,
     check_logits,
     check_pair,
     check_positive,
+    check_weight,
     masked_log_softmax,
     nan_if_nonfinite,
     nontarget_lse,
@@ -42,8 +42,8 @@ def dkd_loss(
         student_logits, teacher_logits: ``(N, C)``; the teacher is detached.
         target: int64 ``(N,)`` class indices, or float ``(N, C)`` soft labels (mixup/cutmix), of which DKD
             uses the argmax class as its single target (as NKD does).
-        alpha, beta: TCKD and NCKD weights (defaults 1 and 8: mdistiller's CIFAR-100 default; its configs use
-            beta=2 for res56->res20 and res110->res32, beta=6 for several VGG/WRN pairs).
+        alpha, beta: TCKD and NCKD weights, >= 0 (defaults 1 and 8: mdistiller's CIFAR-100 default; its
+            configs use beta=2 for res56->res20 and res110->res32, beta=6 for several VGG/WRN pairs).
         temperature: T > 0 (default 4).
         standardize: z-score both logits per sample before the temperature (logit standardization, as the
             authors' ``dkd_loss`` with ``--logit-stand``); their CIFAR-100 runs then use T=2 (T=3 for
@@ -52,7 +52,7 @@ def dkd_loss(
     ``1 - p_t`` is computed in log space from the non-target log-sum-exp, so it stays exact when p_t -> 1.
     """
     t = check_positive(temperature, "temperature")
-    a, b = check_finite(alpha, "alpha"), check_finite(beta, "beta")
+    a, b = check_weight(alpha, "alpha"), check_weight(beta, "beta")
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
@@ -96,8 +96,8 @@ class DKDLoss(nn.Module):
         self, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, standardize: bool = False
     ) -> None:
         super().__init__()
-        self.alpha = check_finite(alpha, "alpha")
-        self.beta = check_finite(beta, "beta")
+        self.alpha = check_weight(alpha, "alpha")
+        self.beta = check_weight(beta, "beta")
         self.temperature = check_positive(temperature, "temperature")
         self.standardize = check_flag(standardize, "standardize")
 

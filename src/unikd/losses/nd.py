@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._common import parse_target
+from ._common import nan_if_nonfinite, parse_target
 from ._features import check_count, check_embedding, check_same_batch, common_dtype
 
 
@@ -49,7 +49,9 @@ def nd_loss(student_emb: Tensor, teacher_emb: Tensor, class_means: Tensor, targe
     mu = class_means.detach().to(dt)[y]  # (N, D)
     direction = mu / mu.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
     norm = torch.maximum(s.norm(dim=1), t.norm(dim=1))  # (N,)
-    return (1.0 - (s * direction).sum(dim=1) / norm).mean()
+    # An infinite teacher norm would turn the student's term into 1 - finite / inf = 1: a finite loss that
+    # hides the bad embedding. NaN instead, for either embedding and for non-finite class means.
+    return nan_if_nonfinite((1.0 - (s * direction).sum(dim=1) / norm).mean(), s, t, mu)  # docs/losses.md
 
 
 def load_class_means(path: str | Path, num_classes: int) -> Tensor:

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from ._common import (
     MASK_VALUE,
-    check_finite,
     check_logits,
     check_pair,
     check_positive,
+    check_weight,
     nan_if_nonfinite,
     parse_target,
 )
@@ -42,8 +42,8 @@ def nkd_loss(
         target: int64 ``(N,)`` class indices, or float ``(N, C)`` soft labels, of which NKD uses the argmax
             class (as the official code does for mixup/cutmix labels).
         temperature: lambda > 0. Default 1.0 (official ImageNet configs; their CIFAR-100 config uses 3.0).
-        gamma: weight of the non-target term. Default 1.5 (ImageNet CNNs; DeiT configs use 1.0, the CIFAR-100
-            config 3.5).
+        gamma: weight of the non-target term, >= 0. Default 1.5 (ImageNet CNNs; DeiT configs use 1.0, the
+            CIFAR-100 config 3.5).
         standardize: z-score both logits per sample first (logit standardization); T_t, S_t and both
             non-target distributions are then taken on the standardized logits. This combination is new:
             no published setting or result exists for it.
@@ -52,7 +52,7 @@ def nkd_loss(
     value uses ``sum q log N = sum q z - logsumexp``, accurate to ~1e-7 times the logit magnitude.
     """
     lam = check_positive(temperature, "temperature")
-    g = check_finite(gamma, "gamma")
+    g = check_weight(gamma, "gamma")
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits").detach()
     check_pair(zs, zt, "teacher_logits")
@@ -84,17 +84,19 @@ def nkd_nontarget_kl(
     are clamped at 0 (float rounding could otherwise leave -1e-9).
     """
     lam = check_positive(temperature, "temperature")
-    g = check_finite(gamma, "gamma")
+    g = check_weight(gamma, "gamma")
     zs = check_logits(student_logits, "student_logits")
     zt = check_logits(teacher_logits, "teacher_logits")
     check_pair(zs, zt, "teacher_logits")
     n, c = zs.shape
-    idx = parse_target(target, n, c, max_targets=1, device=zs.device).index  # (N, 1)
+    tg = parse_target(target, n, c, max_targets=1, device=zs.device)
+    idx = tg.index  # (N, 1)
     log_n_s = (zs / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(S^lambda)
     log_q = (zt / lam).scatter(1, idx, MASK_VALUE).log_softmax(dim=1)  # (N, C) log N(T^lambda)
     q = log_q.exp()  # exactly 0 at the target
     kl = torch.where(q > 0, q * (log_q - log_n_s), 0.0).sum(dim=1).clamp_min(0.0)  # (N,)
-    return g * lam * lam * kl.mean()
+    # the masked softmaxes hide a non-finite logit (a -inf gets probability 0): NaN, as nkd_loss gives
+    return nan_if_nonfinite(g * lam * lam * kl.mean(), zs, zt, tg.soft)  # (docs/losses.md)
 
 
 def nkd_kernel(
@@ -171,7 +173,7 @@ class NKDLoss(nn.Module):
     def __init__(self, *, temperature: float = 1.0, gamma: float = 1.5, standardize: bool = False) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
-        self.gamma = check_finite(gamma, "gamma")
+        self.gamma = check_weight(gamma, "gamma")
         self.standardize = check_flag(standardize, "standardize")
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> Tensor:

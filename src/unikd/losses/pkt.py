@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._common import nan_if_nonfinite
 from ._features import check_embedding, check_same_batch, common_dtype
 
 # The authors' code adds this to the norms and inside the logarithm.
@@ -36,7 +37,8 @@ def pkt_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     dt = common_dtype(s, t)
     q = _conditional(s.to(dt))
     p = _conditional(t.to(dt))
-    return (p * ((p + _EPS) / (q + _EPS)).log()).mean()
+    # NaN for non-finite embeddings, which the normalisation could turn into finite affinities (losses.md)
+    return nan_if_nonfinite((p * ((p + _EPS) / (q + _EPS)).log()).mean(), s, t)
 
 
 class PKTLoss(nn.Module):

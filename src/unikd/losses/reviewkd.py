@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._common import nan_if_nonfinite
 from ._features import check_count, check_feature, check_feature_list, check_shapes, common_dtype
 
 # Pyramid levels of HCL after the full-resolution term, each weighted half the previous one.
@@ -52,7 +53,8 @@ def hcl_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]) -
             loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size))
             weight_sum += weight
         total = loss / weight_sum if total is None else total + loss / weight_sum
-    return total
+    # every element reaches an MSE, so non-finite maps make the total inf or NaN: NaN either way (losses.md)
+    return nan_if_nonfinite(total)
 
 
 class ABF(nn.Module):

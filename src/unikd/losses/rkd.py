@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_finite
+from ._common import check_weight, nan_if_nonfinite
 from ._features import check_embedding, check_same_batch, common_dtype
 
 # Squared distances are clamped here before the square root (zero distances would give infinite gradients).
@@ -55,12 +55,12 @@ def rkd_loss(
     Args:
         student_emb, teacher_emb: ``(N, D_s)`` / ``(N, D_t)``, N >= 2 (flattened if higher-dimensional
             tensors are wanted: pass ``x.flatten(1)``).
-        distance_weight, angle_weight: the paper's lambda_D and lambda_A.
+        distance_weight, angle_weight: the paper's lambda_D and lambda_A, >= 0.
 
     Memory is O(N^2 D + N^3) (the difference vectors of every pair).
     """
-    wd = check_finite(distance_weight, "distance_weight")
-    wa = check_finite(angle_weight, "angle_weight")
+    wd = check_weight(distance_weight, "distance_weight")
+    wa = check_weight(angle_weight, "angle_weight")
     s = check_embedding(student_emb, "student_emb", min_rows=2)
     t = check_embedding(teacher_emb, "teacher_emb", min_rows=2).detach()
     check_same_batch(s, t, "student_emb", "teacher_emb")
@@ -71,7 +71,8 @@ def rkd_loss(
         t_a = _angles(t)
     loss_d = F.smooth_l1_loss(_normalised_distances(s), t_d)
     loss_a = F.smooth_l1_loss(_angles(s), t_a)
-    return wd * loss_d + wa * loss_a
+    # a non-finite embedding can vanish from the relations (an inf norm scales its distances to 0): NaN
+    return nan_if_nonfinite(wd * loss_d + wa * loss_a, s, t)  # (docs/losses.md)
 
 
 class RKDLoss(nn.Module):
@@ -81,8 +82,8 @@ class RKDLoss(nn.Module):
 
     def __init__(self, *, distance_weight: float = 25.0, angle_weight: float = 50.0) -> None:
         super().__init__()
-        self.distance_weight = check_finite(distance_weight, "distance_weight")
-        self.angle_weight = check_finite(angle_weight, "angle_weight")
+        self.distance_weight = check_weight(distance_weight, "distance_weight")
+        self.angle_weight = check_weight(angle_weight, "angle_weight")
 
     def forward(self, student_logits: Tensor, student_embedding: Tensor, teacher_embedding: Tensor) -> Tensor:
         return rkd_loss(

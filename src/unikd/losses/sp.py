@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._common import nan_if_nonfinite
 from ._features import check_feature, check_feature_list, check_same_batch, common_dtype
 
 
@@ -32,7 +33,8 @@ def sp_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
     check_same_batch(s, t, "student_feat", "teacher_feat")
     dt = common_dtype(s, t)
     n = s.shape[0]
-    return (_similarity(t.to(dt)) - _similarity(s.to(dt))).square().sum() / (n * n)
+    loss = (_similarity(t.to(dt)) - _similarity(s.to(dt))).square().sum() / (n * n)
+    return nan_if_nonfinite(loss, s, t)  # NaN for non-finite maps, which F.normalize could hide (losses.md)
 
 
 class SPLoss(nn.Module):

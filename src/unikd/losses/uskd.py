@@ -9,9 +9,9 @@ from torch import Tensor, nn
 
 from ._common import (
     MASK_VALUE,
-    check_finite,
     check_logits,
     check_pair,
+    check_weight,
     nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
@@ -59,12 +59,12 @@ def uskd_loss(
             code). A column whose value is 0 is not a target, so a one-hot soft label equals its index
             (the official code would still drop an arbitrary zero-valued second class). Other non-zero
             entries beyond the top two are treated as non-targets, as in the official code.
-        alpha, beta, mu: term weights. Defaults 1, 0.1, 0.005: the official ImageNet configs (their CIFAR-100
-            ResNet18 config uses 0.1, 0.1, 0.1).
+        alpha, beta, mu: term weights, >= 0. Defaults 1, 0.1, 0.005: the official ImageNet configs (their
+            CIFAR-100 ResNet18 config uses 0.1, 0.1, 0.1).
         rank: ``"paper"``, ``"legacy"`` or ``"student"``.
     """
     _check_rank(rank)
-    a, b, m = check_finite(alpha, "alpha"), check_finite(beta, "beta"), check_finite(mu, "mu")
+    a, b, m = check_weight(alpha, "alpha"), check_weight(beta, "beta"), check_weight(mu, "mu")
     zs = check_logits(student_logits, "student_logits")
     zw = check_logits(weak_logits, "weak_logits")
     check_pair(zs, zw, "weak_logits")
@@ -249,7 +249,7 @@ def uskd_nontarget_kl(
     enter this term); for monitoring (no gradient). Per-row values are clamped at 0.
     """
     _check_rank(rank)
-    b = check_finite(beta, "beta")
+    b = check_weight(beta, "beta")
     zs = check_logits(student_logits, "student_logits")
     zw = check_logits(weak_logits, "weak_logits")
     check_pair(zs, zw, "weak_logits")
@@ -272,7 +272,8 @@ def uskd_nontarget_kl(
     score = _rank_score(rank, zs, zw, n_s, w, log_w_t, log_s_t, lse_nt, lse_all, idx, valid)
     zipf = normalise_nontarget(zipf_rank_weights(score), idx)  # (N, C), 0 at the targets
     kl = torch.where(zipf > 0, zipf * (zipf.clamp_min(1e-45).log() - log_n_s), 0.0).sum(dim=1)
-    return b * kl.clamp_min(0.0).mean()
+    # the masked softmaxes and the ranks hide a non-finite logit: NaN, as uskd_loss gives (docs/losses.md)
+    return nan_if_nonfinite(b * kl.clamp_min(0.0).mean(), zs, zw, tg.soft)
 
 
 class USKDLoss(nn.Module):
@@ -309,9 +310,9 @@ class USKDLoss(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         _check_rank(rank)
         self.head = nn.Linear(in_features, num_classes)
-        self.alpha = check_finite(alpha, "alpha")
-        self.beta = check_finite(beta, "beta")
-        self.mu = check_finite(mu, "mu")
+        self.alpha = check_weight(alpha, "alpha")
+        self.beta = check_weight(beta, "beta")
+        self.mu = check_weight(mu, "mu")
         self.rank = rank
 
     def forward(self, student_logits: Tensor, student_embedding: Tensor, target: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unikd.losses._common import as_float32, check_finite
+from unikd.losses._common import as_float32, check_weight
 
 from .grad_buffers import GradBuffers
 from .rows import check_ignore_index, check_label_range, check_labels, check_reduction, rows_loss
@@ -229,8 +229,9 @@ def fused_distill_loss(
         labels: ``(B, T)`` / ``(N,)`` next-token ids (:func:`~unikd.token.next_token_labels`);
             ``ignore_index`` positions leave the loss and the mean.
         chunk_size: tokens per chunk; default ``2**25 // V`` (see :func:`default_chunk_size`).
-        ce_weight: weight of the next-token cross-entropy, computed in the same pass (0 to leave it out).
-        weight: weight of the distillation term.
+        ce_weight: weight of the next-token cross-entropy, computed in the same pass (0 to leave it out);
+            >= 0.
+        weight: weight of the distillation term, >= 0.
         vocab_size: cut both heads to their first ``vocab_size`` rows (needed when their sizes differ, e.g. a
             padded head; the extra rows get zero gradient). Different sizes without it raise ``ValueError``.
         reduction: ``"mean"`` over the kept tokens (default) or ``"sum"`` (divide by a token count of your
@@ -291,7 +292,7 @@ def _fused_entry(
     hp = spec.hyperparameters(loss_kwargs)
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    ce_weight, weight = check_finite(ce_weight, "ce_weight"), check_finite(weight, "weight")
+    ce_weight, weight = check_weight(ce_weight, "ce_weight"), check_weight(weight, "weight")
 
     hs = _check_hidden(student_hidden, "student_hidden", None)
     layout = tuple(hs.shape[:-1])

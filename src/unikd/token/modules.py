@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from unikd.losses._common import check_weight
 from unikd.losses.taid import TAIDSchedule
 
 from .functional import Teacher, token_loss
@@ -126,8 +127,8 @@ class FusedDistillLoss(nn.Module):
         self.hyperparameters = hp
         self.settings = {
             "chunk_size": chunk_size,
-            "ce_weight": ce_weight,
-            "weight": weight,
+            "ce_weight": check_weight(ce_weight, "ce_weight"),
+            "weight": check_weight(weight, "weight"),
             "ignore_index": check_ignore_index(ignore_index),
             "vocab_size": vocab_size,
             "reduction": check_reduction(reduction),

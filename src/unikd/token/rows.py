@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from unikd.losses._common import as_float32
+from unikd.losses._common import as_float32, nan_if_nonfinite
 
 from .sparse import SparseTeacher, bucketize, check_sparse_teacher
 from .specs import TokenLossSpec
@@ -191,11 +191,19 @@ def rows_loss(
     hp: dict,
     stats: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """The loss of ``spec`` summed over these rows / ``denom``; a sparse teacher is bucketed first."""
+    """The loss of ``spec`` summed over these rows / ``denom``; a sparse teacher is bucketed first.
+
+    NaN when any of these rows holds a non-finite logit (or the sparse teacher a non-finite log-probability),
+    as the classification losses (docs/losses.md): a softmax gives a -inf logit probability 0, so the
+    kernels alone would return a finite loss or +inf for it. The check sees only the rows and vocabulary
+    entries the loss uses, so ignored positions and the padded entries beyond ``vocab_size`` may hold any
+    value, -inf and NaN included.
+    """
     if isinstance(other, SparseTeacher):
-        student, teacher, target = bucketize(student, other, target if spec.uses_target else None)
-        return spec.kernel(student, teacher, target, denom, hp, stats)
-    return spec.kernel(student, other, target, denom, hp, stats)
+        zs, zt, idx = bucketize(student, other, target if spec.uses_target else None)
+        loss = spec.kernel(zs, zt, idx, denom, hp, stats)
+        return nan_if_nonfinite(loss, student, other.logprobs, other.tail)
+    return nan_if_nonfinite(spec.kernel(student, other, target, denom, hp, stats), student, other)
 
 
 def empty_loss(student_logits: Tensor, other: object = None) -> Tensor:

@@ -83,7 +83,10 @@ def sparse_topk(
     With ``labels`` (the layout ``...``), each kept token's label is always among the k ids (it replaces the
     k-th largest entry when it is not in the top-k), so target-aware losses (DKD, NKD) see the teacher's true
     target probability. Computed in float32; ids are int64; the tail is the exact log-sum-exp of the other
-    log-probabilities (no ``log(1 - sum)`` cancellation), floored at -1e4.
+    log-probabilities (no ``log(1 - sum)`` cancellation). The k log-probabilities and the tail are floored at
+    -1e4 (``TAIL_FLOOR``), as the cache stores them: a teacher that masks tokens with ``-inf`` logits gives
+    them probability 0 and a finite log-probability, so the token losses, which return NaN for a non-finite
+    sparse teacher, train on it. NaN or ``+inf`` teacher logits stay non-finite (a NaN loss).
     """
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 2:
         raise ValueError(
@@ -107,7 +110,7 @@ def sparse_topk(
         lab = torch.where(kept, labels, 0)
         missing = kept & ~(ids == lab.unsqueeze(-1)).any(dim=-1)
         ids[..., -1] = torch.where(missing, lab, ids[..., -1])
-    values = logp.gather(-1, ids)
+    values = logp.gather(-1, ids).clamp_min(TAIL_FLOOR)  # clamp keeps NaN
     tail = logp.scatter(-1, ids, MASK_VALUE).logsumexp(dim=-1).clamp_min(TAIL_FLOOR)
     return SparseTeacher(values, ids, tail)
 

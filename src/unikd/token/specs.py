@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unikd.losses._common import check_finite, check_positive
+from unikd.losses._common import check_positive, check_weight
 from unikd.losses.dkd import dkd_kernel
 from unikd.losses.jsd import check_beta, jsd_kernel
 from unikd.losses.kd import kd_kernel
@@ -131,8 +131,8 @@ for _spec in (
         _dkd,
         {"alpha": 1.0, "beta": 0.5, "temperature": 1.0},
         {
-            "alpha": lambda v: check_finite(v, "alpha"),
-            "beta": lambda v: check_finite(v, "beta"),
+            "alpha": lambda v: check_weight(v, "alpha"),
+            "beta": lambda v: check_weight(v, "beta"),
             "temperature": _temperature,
         },
         uses_target=True,
@@ -141,7 +141,7 @@ for _spec in (
         "nkd",
         _nkd,
         {"temperature": 1.0, "gamma": 1.5},
-        {"temperature": _temperature, "gamma": lambda v: check_finite(v, "gamma")},
+        {"temperature": _temperature, "gamma": lambda v: check_weight(v, "gamma")},
         uses_target=True,
     ),
     TokenLossSpec(
@@ -149,9 +149,9 @@ for _spec in (
         _uskd,
         {"alpha": 1.0, "beta": 0.1, "mu": 0.005, "rank": "paper"},
         {
-            "alpha": lambda v: check_finite(v, "alpha"),
-            "beta": lambda v: check_finite(v, "beta"),
-            "mu": lambda v: check_finite(v, "mu"),
+            "alpha": lambda v: check_weight(v, "alpha"),
+            "beta": lambda v: check_weight(v, "beta"),
+            "mu": lambda v: check_weight(v, "mu"),
             "rank": _check_rank,
         },
         uses_target=True,
