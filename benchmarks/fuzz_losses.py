@@ -140,7 +140,7 @@ OUTPUT_SUFFIXES = ("logits", "emb", "vec", "feat", "feats")
 # losses that compare the samples of a batch with each other need more than one row
 MIN_BATCH = {"rkd": 2}
 SAME_WIDTH = {"nd", "crd"}  # student and teacher embeddings (and the class means / banks) share one width
-SAME_SHAPE = {"hcl"}  # teacher maps have the student maps' shapes
+SAME_SHAPE = {"hcl", "extended_kd"}  # teacher maps have the student maps' shapes (connectors applied)
 UNIT_ROWS = {"crd"}  # vectors come L2-normalised from the embedding heads
 
 
