@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from unikd.engine.config import (
+    OPTIONAL_DATA_KEYS,
     OPTIONAL_SECTIONS,
     SECTIONS,
     Config,
@@ -37,6 +38,9 @@ def test_defaults_match_the_documented_schema():
     for name in OPTIONAL_SECTIONS:
         assert name not in defaults
         defaults[name] = dataclasses.asdict(SECTIONS[name]())
+    for key in OPTIONAL_DATA_KEYS:  # documented too, left out of to_dict() while unset (None)
+        assert key not in defaults["data"]
+        defaults["data"][key] = None
     schema["resume"] = "no"  # the doc quotes it; YAML would read a bare no as False
     assert defaults == schema
 
