@@ -81,11 +81,12 @@ def test_track_seeds_override_the_spec_seeds():
 def test_comparisons_are_checked_against_the_tracks():
     data = _spec(comparisons=[
         {"track": "self", "reference": "ce", "threshold": 1},
-        {"track": "kd", "reference": "kd", "methods": ["ce"]},
+        {"track": "kd", "reference": "kd", "methods": ["ce"], "metric": "test_selected_top1_dropped"},
     ])
     a, b = parse_spec(data).comparisons
-    assert (a.track, a.reference, a.methods, a.threshold) == ("self", "ce", ["ls"], 1.0)
+    assert (a.track, a.reference, a.methods, a.threshold, a.metric) == ("self", "ce", ["ls"], 1.0, None)
     assert (b.reference, b.methods, b.threshold) == ("kd", ["ce"], None)
+    assert b.metric == "test_selected_top1_dropped"
     bad = [
         ({"track": "nope", "reference": "ce"}, "not a track of this spec"),
         ({"track": "self", "reference": "kd"}, "reference 'kd' is not a method label"),
@@ -93,6 +94,7 @@ def test_comparisons_are_checked_against_the_tracks():
         ({"track": "self", "reference": "ce", "methods": ["lss"]}, "method 'lss' must be"),
         ({"track": "self", "reference": "ce", "threshold": "1"}, "threshold must be a finite number"),
         ({"track": "self", "reference": "ce", "treshold": 1}, "Did you mean 'threshold'"),
+        ({"track": "self", "reference": "ce", "metric": "top1_dropped"}, "'top1_dropped' is not a metric"),
     ]
     for entry, message in bad:
         with pytest.raises(ValueError, match=message):
