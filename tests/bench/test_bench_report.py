@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -130,7 +131,10 @@ def test_dropped_classes_get_their_csv_columns_and_report_table(tmp_path):
             extra = {"dropped_classes": [3, 5], "best_top1_dropped": drop, "best_top1_kept": 80.0,
                      "last_top1_dropped": drop, "last_top1_kept": 79.0,
                      "test_selected_top1_dropped": drop + 1, "test_selected_top1_kept": 78.0,
-                     "test_last_top1_dropped": drop + 2, "test_last_top1_kept": 77.0}
+                     "test_last_top1_dropped": drop + 2, "test_last_top1_kept": 77.0,
+                     "bias_shift": 2.0 + seed, "val_selected_biasfix_top1": 70.0,
+                     "test_selected_biasfix_top1": 66.0 + seed,
+                     "test_selected_biasfix_top1_dropped": drop + 10, "test_selected_biasfix_top1_kept": 77.0}
             rec = {"role": "student", "track": "t", "label": label, "method": label, "seed": seed}
             write_run(tmp_path / "drop" / label / f"seed{seed}", method=label, seed=seed, curve=[60.0, 70.0],
                       record=rec, test={"selected_top1": 65.0, "last_top1": 64.0}, summary_extra=extra)
@@ -143,6 +147,26 @@ def test_dropped_classes_get_their_csv_columns_and_report_table(tmp_path):
     assert "**Dropped classes**" in md and "test top-1 (selected): all" in md
     # kd: dropped top-1 5 and 15 -> selected test 6 and 16 (mean 11, std 7.07); kept 78
     assert "| `kd` | 0,1 | 3 5 | 65.00 ± 0.00 | 11.00 ± 7.07 | 78.00 ± 0.00 |" in md
+    # the bias-fixed group follows the selected epoch's test top-1, with b last: kd dropped 15, 25 -> 20
+    assert "test top-1 (selected, bias-fixed): all | dropped | kept | b | test top-1 (last): all" in md
+    assert ("| `kd` | 0,1 | 3 5 | 65.00 ± 0.00 | 11.00 ± 7.07 | 78.00 ± 0.00 | 66.50 ± 0.71 | 20.00 ± 7.07 "
+            "| 77.00 ± 0.00 | 2.50 ± 0.71 | 64.00 ± 0.00 |") in md
+    assert float(kd1["bias_shift"]) == 3.0 and float(kd1["test_selected_biasfix_top1_dropped"]) == 25.0
+    # a pre-registered family may lead with the top-1 on the dropped classes
+    from unikd.bench.spec import Comparison
+
+    comp = Comparison("t", "ce", ["kd"], 1.0, "test_selected_top1_dropped")
+    files = build_report([tmp_path / "drop"], tmp_path / "rep2", plots=False, comparisons=[comp])
+    md = files.markdown.read_text()
+    section = md.split("## Pre-registered comparisons", 1)[1]
+    assert "| method | pairs | Δ top-1 dropped classes (selected) [95% CI] | p | Holm p |" in section
+    assert "| `kd` | 2 | +5.00 [+5.00, +5.00] * | <0.001 | <0.001 | +5.00 | **supported** |" in section
+    # runs without the bias fix (older summaries) get no bias-fixed columns
+    for summary in (tmp_path / "drop").glob("*/seed*/summary.json"):
+        data = json.loads(summary.read_text())
+        summary.write_text(json.dumps({k: v for k, v in data.items() if "bias" not in k}))
+    md = build_report([tmp_path / "drop"], tmp_path / "rep3", plots=False).markdown.read_text()
+    assert "bias-fixed" not in md and "Dropped classes" in md
 
 
 def _corrupt_line(run, number: int, junk: bytes = b"\x00\x00garbled\xff") -> None:

@@ -81,11 +81,12 @@ def test_track_seeds_override_the_spec_seeds():
 def test_comparisons_are_checked_against_the_tracks():
     data = _spec(comparisons=[
         {"track": "self", "reference": "ce", "threshold": 1},
-        {"track": "kd", "reference": "kd", "methods": ["ce"]},
+        {"track": "kd", "reference": "kd", "methods": ["ce"], "metric": "test_selected_top1_dropped"},
     ])
     a, b = parse_spec(data).comparisons
-    assert (a.track, a.reference, a.methods, a.threshold) == ("self", "ce", ["ls"], 1.0)
+    assert (a.track, a.reference, a.methods, a.threshold, a.metric) == ("self", "ce", ["ls"], 1.0, None)
     assert (b.reference, b.methods, b.threshold) == ("kd", ["ce"], None)
+    assert b.metric == "test_selected_top1_dropped"
     bad = [
         ({"track": "nope", "reference": "ce"}, "not a track of this spec"),
         ({"track": "self", "reference": "kd"}, "reference 'kd' is not a method label"),
@@ -93,6 +94,7 @@ def test_comparisons_are_checked_against_the_tracks():
         ({"track": "self", "reference": "ce", "methods": ["lss"]}, "method 'lss' must be"),
         ({"track": "self", "reference": "ce", "threshold": "1"}, "threshold must be a finite number"),
         ({"track": "self", "reference": "ce", "treshold": 1}, "Did you mean 'threshold'"),
+        ({"track": "self", "reference": "ce", "metric": "top1_dropped"}, "'top1_dropped' is not a metric"),
     ]
     for entry, message in bad:
         with pytest.raises(ValueError, match=message):
@@ -219,3 +221,28 @@ def test_teachers_are_trained_without_the_students_dropped_classes(tmp_path):
     data["tracks"][0]["teacher"]["overrides"] = {"data.drop_classes": [1]}
     with pytest.raises(ValueError, match="classes are dropped from the students' training split only"):
         parse_spec(data)
+
+
+def test_the_dark_knowledge_protocol_drops_two_classes_in_one_track_only():
+    from pathlib import Path
+
+    from unikd.bench.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / "cifar10_dark_knowledge.yaml")
+    assert spec.seeds == [0, 1, 2, 3, 4] and (spec.jobs, spec.threads, spec.teacher_cache) == (2, 1, False)
+    assert spec.overrides["precision"] == "fp32" and spec.overrides["data.image_size"] == 16
+    dropped, complete = spec.tracks
+    assert dropped.overrides == {"data.drop_classes": [3, 9]} and complete.overrides == {}
+    assert dropped.teacher == complete.teacher  # one teacher, trained on all ten classes, serves both
+    assert set(dropped.methods) == {"ce", "kd", "dkd", "nkd", "extended_kd", "nkd_extended_kd"}
+    assert set(complete.methods) == {"kd", "extended_kd"}
+    for label in complete.methods:  # the complete-data baseline: the same students, every class kept
+        assert complete.methods[label] == dropped.methods[label]
+    plans = expand(spec, hash_fn=lambda *a: "x")
+    assert sum(p.role == "teacher" for p in plans) == 1 and len(plans) == 41
+    assert all("data.drop_classes" not in p.overrides for p in plans if p.role == "teacher")
+    # the primary decision: extended_kd against kd on the dropped classes, alone in its family
+    first = spec.comparisons[0]
+    assert (first.track, first.reference, first.methods) == ("dropped", "kd", ["extended_kd"])
+    assert (first.metric, first.threshold) == ("test_selected_top1_dropped", 3.0)
+    assert all(c.threshold is None for c in spec.comparisons[1:])

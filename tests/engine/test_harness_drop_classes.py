@@ -1,6 +1,7 @@
 """data.drop_classes through the harness: the run never trains on the dropped labels, the preflight names
 them, summary.json / metrics.jsonl carry top-1 on the dropped and the kept classes (validation and final
-test), ``unikd eval --classes`` agrees, and a teacher-output cache serves only the stream it replayed."""
+test), the bias-shift fix is chosen on validation and reported on test, ``unikd eval --classes`` and
+``--bias-shift`` agree, and a teacher-output cache serves only the stream it replayed."""
 
 from __future__ import annotations
 
@@ -89,9 +90,50 @@ def test_eval_cli_prints_the_classes_and_the_rest(digits_run, capsys):
     assert "comma-separated class indices" in capsys.readouterr().err
 
 
+def test_the_bias_shift_is_chosen_on_validation_and_reported_on_test(digits_run, capsys):
+    from unikd.cli import main
+    from unikd.engine.bias_shift import DEFAULT_GRID
+
+    out, summary = digits_run
+    b = summary["bias_shift"]
+    assert b in DEFAULT_GRID and summary["bias_shift_grid"] == "0:20:0.25"
+    # b = 0 is in the grid, so the selected weights' validation top-1 can only rise
+    assert summary["val_selected_biasfix_top1"] >= summary["best_top1"]
+    for key in ("test_selected_biasfix_top1", "test_selected_biasfix_top1_dropped",
+                "test_selected_biasfix_top1_kept"):
+        assert 0.0 <= summary[key] <= 100.0
+    if b == 0:
+        assert summary["test_selected_biasfix_top1"] == pytest.approx(summary["test_selected_top1"])
+    # unikd eval --bias-shift on the selected checkpoint: the same b (its drop_classes), the same numbers
+    res = evaluate_checkpoint(out / "best.pt", device="cpu", bias_shift=True)
+    assert res["split"] == "test" and res["classes"] == [3, 5] and res["bias_shift"] == b
+    assert res["bias_val_top1_unshifted"] == pytest.approx(summary["best_top1"])
+    assert res["bias_val_top1"] == pytest.approx(summary["val_selected_biasfix_top1"])
+    assert res["top1"] == pytest.approx(summary["test_selected_top1"])
+    assert res["biasfix_top1"] == pytest.approx(summary["test_selected_biasfix_top1"])
+    assert res["biasfix_top1_classes"] == pytest.approx(summary["test_selected_biasfix_top1_dropped"])
+    assert res["biasfix_top1_rest"] == pytest.approx(summary["test_selected_biasfix_top1_kept"])
+    n_d, n_k = res["count_classes"], res["count_rest"]  # the overall top-1 is the groups' weighted mean
+    dropped, kept = summary["test_selected_biasfix_top1_dropped"], summary["test_selected_biasfix_top1_kept"]
+    assert summary["test_selected_biasfix_top1"] == pytest.approx((n_d * dropped + n_k * kept) / (n_d + n_k))
+    assert main(["eval", str(out / "best.pt"), "--device", "cpu", "--bias-shift"]) == 0
+    text = capsys.readouterr().out
+    assert f"bias shift b         {b:g} (chosen on val, 100 images" in text
+    assert f"top-1 with b         {summary['test_selected_biasfix_top1']:.2f}%" in text
+    assert main(["eval", str(out / "best.pt"), "--device", "cpu", "--bias-grid", "0,1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bias_grid"] == [0.0, 1.0]
+    assert main(["eval", str(out / "best.pt"), "--bias-shift", "--split", "val"]) == 1
+    assert "score it on another split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", str(out / "best.pt"), "--bias-grid", "0:1"])
+    assert "START:STOP:STEP" in capsys.readouterr().err
+
+
 def test_runs_without_dropped_classes_write_no_per_class_keys(npz_data, tmp_path):
     summary = train(load_config(None, base_overrides(npz_data, tmp_path, epochs=1)))
-    assert not [k for k in summary if "dropped" in k or "kept" in k]
+    assert not [k for k in summary if "dropped" in k or "kept" in k or "bias" in k]
+    with pytest.raises(ValueError, match="dropped no classes"):
+        evaluate_checkpoint(tmp_path / "best.pt", device="cpu", bias_shift=True)
     assert "val/top1_dropped" not in (tmp_path / "metrics.jsonl").read_text()
 
 

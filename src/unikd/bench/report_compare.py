@@ -11,7 +11,13 @@ from unikd.bench.report_stats import METRIC_INFO, diff_cell, family_holm, fmt_p
 from unikd.bench.spec import Comparison
 from unikd.bench.stats import PairedDiff, one_sided_upper, paired_difference, verdict
 
-__all__ = ["comparison_tables", "family_diffs"]
+__all__ = ["comparison_tables", "family_diffs", "family_metrics"]
+
+
+def family_metrics(groups: list[Group], comp: Comparison) -> tuple[str, ...]:
+    """The family's paired metrics: its ``metric`` first when it names one, then the report's others."""
+    keys = paired_metrics(groups)
+    return keys if comp.metric is None else (comp.metric, *(k for k in keys if k != comp.metric))
 
 
 def family_diffs(groups: list[Group], comp: Comparison) -> list[tuple[str, dict[str, PairedDiff]]]:
@@ -20,7 +26,7 @@ def family_diffs(groups: list[Group], comp: Comparison) -> list[tuple[str, dict[
     ref = by_label.get(comp.reference)
     if ref is None:
         return []
-    keys = paired_metrics(groups)
+    keys = family_metrics(groups, comp)
     out = []
     for label in comp.methods:
         g = by_label.get(label)
@@ -29,7 +35,7 @@ def family_diffs(groups: list[Group], comp: Comparison) -> list[tuple[str, dict[
         diffs = {}
         for key in keys:
             d = paired_difference(
-                {r.seed: getattr(r, key) for r in g.runs}, {r.seed: getattr(r, key) for r in ref.runs}
+                {r.seed: r.value(key) for r in g.runs}, {r.seed: r.value(key) for r in ref.runs}
             )
             if d is not None:
                 diffs[key] = d
@@ -41,7 +47,7 @@ def _table(groups: list[Group], comp: Comparison) -> list[str]:
     rows = family_diffs(groups, comp)
     if not rows:
         return [f"No finished runs of `{comp.reference}` and its comparators yet.", ""]
-    keys = paired_metrics(groups)
+    keys = family_metrics(groups, comp)
     first = keys[0]
     _, scale, dec, _ = METRIC_INFO[first]
     head = ["method", "pairs", f"Δ {METRIC_INFO[first][0]} [95% CI]", "p", "Holm p"]

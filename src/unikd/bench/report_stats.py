@@ -19,6 +19,17 @@ METRIC_INFO = {
     "best_top1": ("best val top-1", 1.0, 2, True),
     "last_top1": ("last val top-1", 1.0, 2, True),
 }
+METRIC_INFO["test_selected_top5"] = ("top-5 (selected)", 1.0, 2, True)
+METRIC_INFO["test_last_top5"] = ("top-5 (last)", 1.0, 2, True)
+for _when, _title in (("best", "best val"), ("last", "last val"), ("test_selected", "selected"),
+                     ("test_last", "last")):
+    for _group in ("dropped", "kept"):
+        METRIC_INFO[f"{_when}_top1_{_group}"] = (f"top-1 {_group} classes ({_title})", 1.0, 2, True)
+METRIC_INFO["test_selected_biasfix_top1"] = ("top-1 bias-fixed (selected)", 1.0, 2, True)
+METRIC_INFO["val_selected_biasfix_top1"] = ("val top-1 bias-fixed (selected)", 1.0, 2, True)
+for _group in ("dropped", "kept"):
+    METRIC_INFO[f"test_selected_biasfix_top1_{_group}"] = (
+        f"top-1 {_group} classes bias-fixed (selected)", 1.0, 2, True)
 _TEST_TABLE = (
     "test_selected_top1",
     "test_last_top1",

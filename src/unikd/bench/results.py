@@ -60,7 +60,13 @@ TEST_KEYS = tuple(f"test_{when}_{m}" for when in ("selected", "last") for m in (
 # their CSV columns are written only when some run dropped classes.
 CLASS_KEYS = tuple(f"{when}_top1_{g}" for when in ("best", "last", "test_selected", "test_last")
                    for g in ("dropped", "kept"))
-CLASS_COLUMNS = ["dropped_classes", *CLASS_KEYS]
+# The bias-shift fix of those runs (unikd.engine.bias_shift): the constant chosen on validation and the
+# selected epoch's validation and test top-1 with it (overall, dropped, kept).
+BIASFIX_KEYS = ("bias_shift", "val_selected_biasfix_top1", "test_selected_biasfix_top1",
+                "test_selected_biasfix_top1_dropped", "test_selected_biasfix_top1_kept")
+CLASS_COLUMNS = ["dropped_classes", *CLASS_KEYS, *BIASFIX_KEYS]
+# Metrics a pre-registered comparison may lead with (a spec's ``comparisons: [{metric: ...}]``).
+COMPARISON_METRICS = ("best_top1", "last_top1", *TEST_KEYS, *CLASS_KEYS, *BIASFIX_KEYS[1:])
 
 
 @dataclass
@@ -99,11 +105,19 @@ class RunResult:
     copied_from: str | None = None  # the bench copied this run's results from an identical run
     # online training: every network's numbers (summary.json "online.networks"; the student's first)
     networks: list[dict[str, Any]] = field(default_factory=list)
-    # data.drop_classes: the classes the run never trained on, and CLASS_KEYS -> top-1 (percent)
+    # data.drop_classes: the classes the run never trained on, and CLASS_KEYS / BIASFIX_KEYS -> value
+    # (top-1 in percent; bias_shift in logit units)
     dropped_classes: list[int] = field(default_factory=list)
     class_top1: dict[str, float] = field(default_factory=dict)
     metrics_corrupt_lines: list[int] = field(default_factory=list)  # metrics.jsonl lines left out (1-based)
     metrics_torn_line: int | None = None  # the torn last line of an unfinished run (normal)
+
+    def value(self, key: str) -> float:
+        """A metric by name: a field of the run (``test_selected_top1``) or a class key
+        (``test_selected_top1_dropped``); NaN when the run lacks it."""
+        if key in self.class_top1 or key in CLASS_KEYS or key in BIASFIX_KEYS:
+            return self.class_top1.get(key, math.nan)
+        return float(getattr(self, key))
 
     def csv_row(self) -> dict[str, Any]:
         return {
@@ -127,7 +141,7 @@ class RunResult:
             "wall_seconds": self.wall_seconds,
             "run_dir": str(self.run_dir),
             "dropped_classes": " ".join(map(str, self.dropped_classes)),
-            **{k: self.class_top1.get(k, math.nan) for k in CLASS_KEYS},
+            **{k: self.class_top1.get(k, math.nan) for k in (*CLASS_KEYS, *BIASFIX_KEYS)},
         }
 
 
@@ -212,7 +226,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult | None:
         for key in TEST_KEYS:
             setattr(res, key, _num(summary.get(key)))
         res.dropped_classes = [int(c) for c in summary.get("dropped_classes") or []]
-        res.class_top1 = {k: _num(summary.get(k)) for k in CLASS_KEYS} if res.dropped_classes else {}
+        res.class_top1 = ({k: _num(summary.get(k)) for k in (*CLASS_KEYS, *BIASFIX_KEYS)}
+                          if res.dropped_classes else {})
         online = summary.get("online")
         if isinstance(online, dict) and isinstance(online.get("networks"), list):
             res.networks = [n for n in online["networks"] if isinstance(n, dict)]

@@ -32,6 +32,7 @@ may use ``${VAR}`` or ``${VAR:-default}`` to read an environment variable)::
         reference: ce              #   metric, and a verdict where a threshold is named)
         methods: [kd, kd_t2]       #   null or missing: every other method of the track
         threshold: 1.0             #   optional decision threshold on the first paired metric (points)
+        metric: test_selected_top1_dropped   # optional first paired metric (default: the report's)
 
 A trained teacher lives in ``OUT/teachers/MODEL-HASH`` where HASH is the hash of its resolved config, so
 tracks with the same teacher settings share one teacher and a changed setting trains a new one.
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from unikd._yaml import read_yaml_file
+from unikd.bench.results import COMPARISON_METRICS
 from unikd.bench.values import expand_env, flatten, format_value
 
 # Methods whose loss needs teacher logits (docs/architecture.md, "Losses"); only a fallback for when the
@@ -66,7 +68,7 @@ _TOP_KEYS = {
     "comparisons",
 }
 _TRACK_KEYS = {"name", "student", "overrides", "teacher", "methods", "seeds"}
-_COMPARISON_KEYS = {"track", "reference", "methods", "threshold"}
+_COMPARISON_KEYS = {"track", "reference", "methods", "threshold", "metric"}
 _TEACHER_KEYS = {"model", "overrides", "seed", "checkpoint"}
 # Dropped classes concern the student's training split only: a bench teacher is trained without them.
 DROP_KEYS = ("data.drop_classes", "data.drop_seed")
@@ -95,12 +97,16 @@ class Comparison:
     """A pre-registered family: each of ``methods`` minus ``reference`` in ``track``, paired by seed.
 
     ``threshold`` (optional, in the units of the first paired metric, e.g. top-1 points) is the smallest
-    gain the family's claim is about: the report then gives the one-sided 95% bound and a verdict."""
+    gain the family's claim is about: the report then gives the one-sided 95% bound and a verdict.
+    ``metric`` (optional, one of :data:`unikd.bench.results.COMPARISON_METRICS`) is that first metric, e.g.
+    ``test_selected_top1_dropped``; by default the report's first paired metric (test top-1 at the selected
+    epoch)."""
 
     track: str
     reference: str
     methods: list[str]
     threshold: float | None = None
+    metric: str | None = None
 
 
 @dataclass
@@ -297,7 +303,8 @@ def _parse_comparisons(raw: Any, tracks: list[TrackSpec], where: str) -> list[Co
     for i, c in enumerate(raw):
         at = f"{where}: comparisons[{i}]"
         if not isinstance(c, Mapping):
-            raise ValueError(f"{at} must be a mapping with track, reference, methods (optional), threshold")
+            raise ValueError(f"{at} must be a mapping with track, reference, methods (optional), threshold "
+                             "(optional), metric (optional)")
         _check_keys(c, _COMPARISON_KEYS, at)
         track = by_name.get(str(c.get("track")))
         if track is None:
@@ -330,7 +337,13 @@ def _parse_comparisons(raw: Any, tracks: list[TrackSpec], where: str) -> list[Co
             ):
                 raise ValueError(f"{at}: threshold must be a finite number (e.g. 1.0 top-1 points)")
             threshold = float(threshold)
-        out.append(Comparison(track.name, str(ref), [str(m) for m in methods], threshold))
+        metric = c.get("metric")
+        if metric is not None and metric not in COMPARISON_METRICS:
+            raise ValueError(
+                f"{at}: metric {metric!r} is not a metric the report compares; use one of "
+                f"{', '.join(COMPARISON_METRICS)}"
+            )
+        out.append(Comparison(track.name, str(ref), [str(m) for m in methods], threshold, metric))
     return out
 
 

@@ -87,6 +87,8 @@ def evaluate_checkpoint(
     network: str = "student",
     classes: Sequence[int] | None = None,
     integrity: str = "lenient",
+    bias_shift: bool = False,
+    bias_grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a unikd checkpoint (``best.pt``/``last.pt``) on its own data config, or on ``data``.
 
@@ -96,11 +98,15 @@ def evaluate_checkpoint(
     ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
     ``classes`` (e.g. a run's dropped classes) adds ``top1_classes`` / ``count_classes`` over the samples of
     those classes and ``top1_rest`` / ``count_rest`` over the others (a top-1 is None without samples).
+    ``bias_shift`` adds the bias-shift fix (:mod:`unikd.engine.bias_shift`) of those classes (default: the
+    run's ``data.drop_classes``): one constant ``b`` of ``bias_grid`` (default ``0:20:0.25``) added to their
+    logits, chosen on the run's validation split, then ``split`` (default then: test; never val) scored with
+    it: ``bias_shift``, ``bias_grid``, ``bias_val_top1`` / ``bias_val_top1_unshifted`` (validation top-1
+    with ``b`` and with 0), ``biasfix_top1``, ``biasfix_top1_classes``, ``biasfix_top1_rest``.
     ``integrity="strict"`` refuses a checkpoint without a unikd checksum (a 0.1.0 one) instead of warning.
     Returns the metrics plus ``model``, ``data``, ``split``, ``checkpoint`` and ``network``.
     """
     from unikd import integrity as _integrity
-    from unikd.data import InMemoryLoader, create_dataset
     from unikd.engine.checkpoint import load_checkpoint
     from unikd.engine.distributed import resolve_device
     from unikd.engine.teacher import CHECKPOINT_FORMAT, load_weights
@@ -125,22 +131,36 @@ def evaluate_checkpoint(
                 f"samples_per_class must be >= 0 (0 = every image of the split), got {samples_per_class}"
             )
         data_cfg["samples_per_class"] = samples_per_class or None  # 0: the whole split
+    num_classes = int(ckpt["num_classes"])
+    if bias_shift:
+        if classes is None:
+            from unikd.data.drop import resolve_drop_classes
+
+            classes = resolve_drop_classes(data_cfg.get("drop_classes"), num_classes,
+                                           data_cfg.get("drop_seed"))
+            if not classes:
+                raise ValueError(
+                    f"{str(path)!r} is from a run that dropped no classes (data.drop_classes); name the "
+                    "classes to shift with classes=[...] (--classes 3,5)"
+                )
+        if not data_cfg.get("val_split", 0) > 0:
+            raise ValueError(
+                "the bias shift is chosen on the run's validation split, and this run held none out "
+                "(data.val_split=0)"
+            )
+        if split == "val":
+            raise ValueError(
+                "the bias shift is chosen on the validation split; score it on another split (test, the "
+                "default, or train)"
+            )
+        split = split or "test"
     if split is None:
         split = "val" if data_cfg.get("val_split", 0) > 0 else "test"
     dev = resolve_device(device)
     if precision == "fp16" and dev.type != "cuda":
         raise ValueError(f"precision=fp16 needs CUDA; on {dev.type} use bf16 or fp32")
-    dataset = create_dataset(data_cfg["name"], **dataset_kwargs(data_cfg, split=split, seed=ckpt["seed"]))
-    num_classes = int(ckpt["num_classes"])
-    if dataset.num_classes != num_classes:
-        raise ValueError(
-            f"the checkpoint's model has {num_classes} classes but dataset {data_cfg['name']!r} has "
-            f"{dataset.num_classes}; evaluate on the data it was trained for"
-        )
-    # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
-    if len(data_cfg.get("mean", ())) == len(dataset.mean):
-        dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     groups = _class_groups(classes, num_classes)
+    loader = _split_loader(ckpt, data_cfg, split, batch_size, dev)
     model_name, weights = _network(ckpt, network, path)
     # the recorded model_args describe the student; peers are built from their names alone
     model_args = dict((ckpt.get("config") or {}).get("model_args") or {}) if network == "student" else {}
@@ -149,17 +169,13 @@ def evaluate_checkpoint(
     )
     load_weights(model, weights, path=path, what="checkpoint")
     model.to(dev)
-    from unikd.data.views import view_options
-
-    loader = InMemoryLoader(
-        dataset,
-        batch_size or int(data_cfg.get("eval_batch_size", 512)),
-        train=False,
-        device=dev,
-        **view_options(data_cfg),  # the run's eval geometry (Resize + CenterCrop under crop=rrc)
-    )
     metrics = evaluate(model, loader, num_classes=num_classes, precision=precision, device=dev, desc="eval",
                        class_groups=groups)
+    if bias_shift:
+        assert groups is not None
+        metrics.update(
+            _bias_fix(model, ckpt, data_cfg, groups, bias_grid, batch_size, dev, precision, loader)
+        )
     return {
         **metrics,
         **({"classes": groups["classes"]} if groups else {}),
@@ -170,6 +186,55 @@ def evaluate_checkpoint(
         "checkpoint": str(path),
         "epoch": ckpt.get("epoch"),
         "n_bins": 15,
+    }
+
+
+def _split_loader(ckpt: dict[str, Any], data_cfg: dict[str, Any], split: str, batch_size: int | None,
+                  dev: torch.device) -> Any:
+    """An evaluation loader over ``split`` of ``data_cfg``, normalised with the run's training statistics."""
+    from unikd.data import InMemoryLoader, create_dataset
+    from unikd.data.views import view_options
+
+    dataset = create_dataset(data_cfg["name"], **dataset_kwargs(data_cfg, split=split, seed=ckpt["seed"]))
+    num_classes = int(ckpt["num_classes"])
+    if dataset.num_classes != num_classes:
+        raise ValueError(
+            f"the checkpoint's model has {num_classes} classes but dataset {data_cfg['name']!r} has "
+            f"{dataset.num_classes}; evaluate on the data it was trained for"
+        )
+    # Normalise exactly as in training (the statistics of the training data, recorded in the checkpoint).
+    if len(data_cfg.get("mean", ())) == len(dataset.mean):
+        dataset.mean, dataset.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    return InMemoryLoader(
+        dataset,
+        batch_size or int(data_cfg.get("eval_batch_size", 512)),
+        train=False,
+        device=dev,
+        **view_options(data_cfg),  # the run's eval geometry (Resize + CenterCrop under crop=rrc)
+    )
+
+
+def _bias_fix(model: nn.Module, ckpt: dict[str, Any], data_cfg: dict[str, Any], groups: dict[str, list[int]],
+              grid: Sequence[float] | None, batch_size: int | None, dev: torch.device, precision: str,
+              loader: Any) -> dict[str, Any]:
+    """``b`` chosen on the validation split, then ``loader``'s split scored with it (evaluate_checkpoint)."""
+    from unikd.engine.bias_shift import DEFAULT_GRID, ShiftedLogits, make_grid, search_on_loader
+
+    num_classes = int(ckpt["num_classes"])
+    val = _split_loader(ckpt, data_cfg, "val", batch_size, dev)
+    found = search_on_loader(model, val, classes=groups["classes"], grid=make_grid(grid or DEFAULT_GRID),
+                             precision=precision, device=dev)
+    shifted = evaluate(ShiftedLogits(model, groups["classes"], found.bias), loader, num_classes=num_classes,
+                       precision=precision, device=dev, class_groups=groups)
+    return {
+        "bias_shift": found.bias,
+        "bias_grid": list(found.grid),
+        "bias_val_top1": found.top1,
+        "bias_val_top1_unshifted": found.top1_unshifted,
+        "bias_val_count": found.count,
+        "biasfix_top1": shifted["top1"],
+        "biasfix_top1_classes": shifted["top1_classes"],
+        "biasfix_top1_rest": shifted["top1_rest"],
     }
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from unikd.engine.bias_shift import DEFAULT_GRID, DEFAULT_GRID_TEXT, ShiftedLogits, search_on_loader
 from unikd.engine.checkpoint import load_checkpoint
 from unikd.engine.class_metrics import test_values
 from unikd.engine.distributed import barrier
@@ -82,6 +83,7 @@ def final_test(c: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"test_count": len(test_ds)}
     last = score_model(c.eval_model)
     barrier(c.info)  # rank 0 wrote best.pt; every rank reads it
+    selected_model = None
     if c.run_dir.best.exists():
         selected_model = copy.deepcopy(c.eval_model)
         load_weights(
@@ -102,4 +104,59 @@ def final_test(c: Any) -> dict[str, Any]:
             selected["top1"] if selected["top1"] is not None else float("nan"),
             last["top1"],
         )
+    if c.class_groups and selected_model is not None:
+        out.update(bias_fix(c, selected_model, loader))
     return out
+
+
+def bias_fix(c: Any, model: Any, test_loader: Any) -> dict[str, Any]:
+    """The bias-shift fix (:mod:`unikd.engine.bias_shift`) of the selected weights of a run with dropped
+    classes: ``b`` chosen on the validation split (the grid :data:`~unikd.engine.bias_shift.DEFAULT_GRID`),
+    then the test split scored once with it. Keys: ``bias_shift``, ``bias_shift_grid``,
+    ``val_selected_biasfix_top1`` (validation top-1 with ``b``; at ``b = 0`` it is ``best_top1``) and
+    ``test_selected_biasfix_top1{,_dropped,_kept}``."""
+    cfg = c.cfg
+    dropped = c.class_groups["dropped"]
+    found = search_on_loader(
+        model,
+        c.val_loader,
+        classes=dropped,
+        grid=DEFAULT_GRID,
+        precision=cfg.precision,
+        device=c.info.device,
+        channels_last=cfg.channels_last,
+        dist_info=c.info,
+    )
+    shifted = score(c, ShiftedLogits(model, dropped, found.bias), test_loader)
+    out: dict[str, Any] = {
+        "bias_shift": found.bias,
+        "bias_shift_grid": DEFAULT_GRID_TEXT,
+        "val_selected_biasfix_top1": found.top1,
+        "test_selected_biasfix_top1": shifted["top1"],
+    }
+    for g in c.class_groups:
+        out[f"test_selected_biasfix_top1_{g}"] = shifted.get(f"top1_{g}")
+    if c.info.is_main:
+        log.info(
+            "bias shift of the dropped classes %s: b=%g chosen on validation (top-1 %.2f%% -> %.2f%%); test "
+            "top-1 with it %.2f%% (dropped %s, kept %s)",
+            ", ".join(map(str, dropped)),
+            found.bias,
+            found.top1_unshifted,
+            found.top1,
+            shifted["top1"],
+            _pct(shifted.get("top1_dropped")),
+            _pct(shifted.get("top1_kept")),
+        )
+        if found.at_edge:
+            log.warning(
+                "the bias shift b=%g is the largest value of the grid %s: a longer grid may find a better "
+                "one (unikd eval best.pt --bias-shift --bias-grid 0:40:0.25)",
+                found.bias,
+                DEFAULT_GRID_TEXT,
+            )
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}%"
