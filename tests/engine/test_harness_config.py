@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from unikd.engine.config import (
+    OPTIONAL_DATA_KEYS,
+    OPTIONAL_LOSS_KEYS,
     OPTIONAL_SECTIONS,
     SECTIONS,
     Config,
@@ -37,6 +39,10 @@ def test_defaults_match_the_documented_schema():
     for name in OPTIONAL_SECTIONS:
         assert name not in defaults
         defaults[name] = dataclasses.asdict(SECTIONS[name]())
+    # so are the optional data and loss keys (all null by default)
+    for section, keys in (("data", OPTIONAL_DATA_KEYS), ("loss", OPTIONAL_LOSS_KEYS)):
+        assert not set(keys) & set(defaults[section])
+        defaults[section].update(dict.fromkeys(keys))
     schema["resume"] = "no"  # the doc quotes it; YAML would read a bare no as False
     assert defaults == schema
 
