@@ -106,9 +106,12 @@ def test_a_cache_serves_only_the_transfer_stream_it_replayed(digits_teacher, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_teacher_argmax_targets_on_labeled_data(digits_teacher, tmp_path):
-    summary = train(load_config(None, [*DIGITS, *digits_teacher, "method=nkd", "loss.target=teacher_argmax",
-                                       "epochs=1", f"out_dir={tmp_path}"]))
+def test_teacher_argmax_targets_on_labeled_data(digits_teacher, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="unikd"):
+        summary = train(load_config(None, [*DIGITS, *digits_teacher, "method=nkd",
+                                           "loss.target=teacher_argmax", "epochs=1", f"out_dir={tmp_path}"]))
+    assert "the teacher's argmax of each training view (CE, nkd train on it;" in caplog.text
+    assert "transfer  " not in caplog.text  # the task's own (labeled) split
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert summary["finished"] and 0.0 <= record["train/top1"] <= 100.0 and record["train/nkd"] > 0
 

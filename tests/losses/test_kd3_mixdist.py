@@ -136,6 +136,8 @@ def test_module_on_a_second_student_pass():
     loss.backward()
     assert student.stage1[0].weight.grad is not None and m.teacher_head.weight.grad is not None
     assert not student.stage1._forward_hooks and not student.fc._forward_pre_hooks  # hooks removed
+    # one row (e.g. all the selection kept): 0, without running the student again
+    assert m(None, teacher[:1], images[:1], idx[:1], 1.5).item() == 0.0
 
 
 def test_bad_inputs():

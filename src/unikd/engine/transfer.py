@@ -178,7 +178,8 @@ def preflight_rows(cfg: Any, train_ds: Any, objective: Any) -> list[tuple[str, s
         rows.append(("transfer", text))
     if teacher_target(cfg):
         readers = (["CE"] if cfg.loss.ce_weight else []) + _target_readers(cfg)
-        use = f"{', '.join(readers)} train on it" if readers else "only train/ce and train/top1 read it"
+        verb = "trains" if len(readers) == 1 else "train"
+        use = f"{', '.join(readers)} {verb} on it" if readers else "only train/ce and train/top1 read it"
         rows.append(("target", f"the teacher's argmax of each training view ({use}; train/top1 is the "
                                "agreement with the teacher)"))
     if objective.selection is not None:

@@ -147,6 +147,8 @@ class KD3MixDistLoss(nn.Module):
         if not isinstance(images, Tensor) or images.dim() != 4:
             raise ValueError("images must be the (N, C, H, W) batch the student was run on")
         t = check_embedding(teacher_embedding, "teacher_embedding").detach()
+        if images.shape[0] < 2:  # one row has nothing to tell apart (InfoNCE 0): skip the second pass
+            return t.new_zeros((), dtype=torch.float32)
         perm, lam = draw_mix(indices, epoch_progress, images.shape[0], self.alpha)
         perturbed = self._rerun[0](images, lambda x: mix_distribution(x, perm, lam.to(x.device)))
         w = self.student_head.weight
