@@ -11,6 +11,7 @@ import yaml
 
 from unikd.engine.config import (
     OPTIONAL_DATA_KEYS,
+    OPTIONAL_LOSS_KEYS,
     OPTIONAL_SECTIONS,
     SECTIONS,
     Config,
@@ -38,9 +39,10 @@ def test_defaults_match_the_documented_schema():
     for name in OPTIONAL_SECTIONS:
         assert name not in defaults
         defaults[name] = dataclasses.asdict(SECTIONS[name]())
-    for key in OPTIONAL_DATA_KEYS:  # documented too, left out of to_dict() while unset (None)
-        assert key not in defaults["data"]
-        defaults["data"][key] = None
+    # so are the optional data and loss keys (all null by default)
+    for section, keys in (("data", OPTIONAL_DATA_KEYS), ("loss", OPTIONAL_LOSS_KEYS)):
+        assert not set(keys) & set(defaults[section])
+        defaults[section].update(dict.fromkeys(keys))
     schema["resume"] = "no"  # the doc quotes it; YAML would read a bare no as False
     assert defaults == schema
 

@@ -10,6 +10,11 @@ import unikd.losses as L
 from unikd.engine.objective import CONTEXT, REQUIRES, context_arguments, hyperparameters, requires_of
 from unikd.engine.taps import TAP_KINDS
 
+
+def _head():  # the student_head / teacher_head context value: a classifier's (weight, bias)
+    return torch.randn(5, 4), torch.randn(5)
+
+
 # Per-sample shapes handed to modules that take student_shapes / teacher_shapes, by tap kind.
 _SHAPES = {"stages": [(4, 8, 8), (8, 4, 4), (16, 2, 2)]}
 
@@ -26,7 +31,8 @@ def test_list_and_create_every_loss():
         shapes = _SHAPES.get(getattr(cls, "taps", None), [(4, 8, 8)])
         ctx = {"num_classes": 5, "num_samples": 20, "in_features": 4, "teacher_in_features": 6,
                "student_shapes": shapes, "teacher_shapes": shapes, "total_epochs": 3, "role": "student",
-               "train_labels": torch.arange(20) % 5}
+               "train_labels": torch.arange(20) % 5, "student_head": _head, "teacher_head": _head,
+               "student_rerun": lambda images, perturb: torch.randn(len(images), 4)}
         m = L.create_loss(name, **{k: ctx[k] for k in context_arguments(cls)})
         assert isinstance(m, torch.nn.Module)
 

@@ -9,6 +9,8 @@ Identity fields (any difference means the cached logits are not the ones a live 
 - ``teacher_model``, ``teacher_sha256``: the architecture and the sha256 of the checkpoint file;
 - ``dropped_classes`` (only when ``data.drop_classes`` removed some): the classes missing from the
   training set; listed before the dataset hash, which they change too, so a mismatch names the cause;
+- ``transfer`` (only with ``data.transfer``): the transfer set's source, split, size and image format;
+  listed before the dataset hash for the same reason;
 - ``dataset_hash``, ``num_samples``, ``num_classes``: the training set (``ArrayDataset.content_hash``);
 - ``seed``: the loader seed, which fixes every epoch's order and every view;
 - ``batch_size``, ``world_size``: the composition of each teacher forward pass (floating-point results
@@ -42,6 +44,7 @@ IDENTITY_FIELDS = (
     "teacher_model",
     "teacher_sha256",
     "dropped_classes",
+    "transfer",
     "dataset_hash",
     "num_samples",
     "num_classes",

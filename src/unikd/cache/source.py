@@ -13,9 +13,12 @@ from typing import Any
 import torch
 
 from unikd._files import require_regular_file
-from unikd.cache.manifest import CacheMismatchError
+from unikd.cache.manifest import CacheMismatchError, normalise
 from unikd.cache.reader import TeacherCache
 from unikd.integrity import sha256_file
+
+# What the identity records of a transfer set (data.transfer): enough to name the stream in a mismatch.
+TRANSFER_FIELDS = ("name", "split", "images", "size", "channels")
 
 
 def require_teacher(cfg: Any, what: str) -> None:
@@ -39,9 +42,12 @@ def run_identity(cfg: Any, loader: Any, device: torch.device, *, world_size: int
     """The manifest identity of the stream ``loader`` yields for a run configured by ``cfg``."""
     dataset = loader.dataset
     dropped = list(getattr(dataset, "dropped_classes", ()))
+    source = getattr(dataset, "transfer_source", None)  # set by unikd.data.transfer for a transfer set
+    transfer = {k: source[k] for k in TRANSFER_FIELDS} if source else None
     return {
         # only when set, so the identity (and the default folder name) of other caches stays as it was
         **({"dropped_classes": dropped} if dropped else {}),
+        **({"transfer": transfer} if transfer else {}),
         "teacher_model": cfg.teacher.model,
         "teacher_sha256": teacher_sha256 or sha256_file(cfg.teacher.checkpoint),
         "dataset_hash": dataset.content_hash,
@@ -72,6 +78,7 @@ def open_teacher_cache(cfg: Any, train_loader: Any, device: torch.device | str) 
     world_size = int(getattr(plan, "world_size", 1))
     identity = run_identity(cfg, train_loader, torch.device(device), world_size=world_size)
     _check_dropped(cache, identity)
+    _check_transfer(cache, identity)
     cache.check(identity, int(cfg.epochs))
     return cache
 
@@ -88,6 +95,28 @@ def _check_dropped(cache: TeacherCache, identity: dict[str, Any]) -> None:
         f"teacher cache {cache.folder} was built {built}, but this run {what} (data.drop_classes): the "
         "training stream differs (its samples, their indices, the epoch order and mixup partners), so the "
         "cached logits belong to other views. Build a cache for this run with the same data.drop_classes "
+        "('unikd cache-teacher CONFIG.yaml [overrides] --out DIR', the teacher itself is unchanged) and set "
+        "teacher.cache=DIR."
+    )
+
+
+def _stream_name(transfer: dict[str, Any] | None) -> str:
+    if not transfer:
+        return "the task's own training split"
+    return f"the transfer set {transfer['name']} ({transfer['split']} split, {transfer['images']} images)"
+
+
+def _check_transfer(cache: TeacherCache, identity: dict[str, Any]) -> None:
+    """A cache of the task's training stream holds no logits of a transfer set's views, and a cache of one
+    transfer set none of another's (other images under the same dataset indices)."""
+    have, want = cache.identity.get("transfer"), identity.get("transfer")
+    if normalise(have) == normalise(want):
+        return
+    raise CacheMismatchError(
+        f"teacher cache {cache.folder} was built for {_stream_name(have)}, but this run trains on "
+        f"{_stream_name(want)} (data.transfer): the training images differ under the same dataset indices, "
+        "so "
+        "the cached logits belong to other images. Build a cache for this run with the same data.transfer "
         "('unikd cache-teacher CONFIG.yaml [overrides] --out DIR', the teacher itself is unchanged) and set "
         "teacher.cache=DIR."
     )

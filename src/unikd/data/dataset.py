@@ -24,7 +24,8 @@ class ArrayDataset:
     ``name``, ``split`` and ``content_hash`` (sha256 hex of the pixels, labels and class names, so it
     identifies the source data together with any subset / resize options; computed on first use).
     ``dropped_classes`` / ``dropped_samples``: the classes removed by :func:`unikd.data.drop_classes` and how
-    many samples went with them (``()`` / 0 otherwise).
+    many samples went with them (``()`` / 0 otherwise). ``transfer_source``: where the images of a transfer
+    set (``data.transfer``, :mod:`unikd.data.transfer`) came from; None for a dataset's own split.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class ArrayDataset:
         self._hash: str | None = None
         self.dropped_classes: tuple[int, ...] = ()
         self.dropped_samples = 0
+        self.transfer_source: dict | None = None  # set by unikd.data.transfer for an unlabeled transfer set
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
             raise ValueError(
                 f"labels must lie in [0, {len(self.classes)}), got [{int(self.labels.min())}, "

@@ -80,6 +80,10 @@ class DataConfig:
     # or a count of classes drawn with drop_seed (default 0). Validation and test keep every class.
     drop_classes: int | list[int] | None = None
     drop_seed: int | None = None
+    # An unlabeled transfer set the student trains on instead of the task's training split
+    # (unikd.data.transfer): {name, root, split, samples_per_class, limit, seed, channels, download};
+    # validation and test stay those of data.name.
+    transfer: dict[str, Any] | None = None
 
 
 @dataclass
@@ -98,6 +102,7 @@ class LossConfig:
     weight: float = 1.0
     warmup_epochs: float = 0.0
     smoothing: float = 0.1
+    target: str | None = None  # labels (null) | teacher_argmax: the class the CE and target-reading terms use
     # hyperparameters of the method's loss module (validated against its signature)
     params: dict[str, Any] = field(default_factory=dict)
     # the terms form (empty: the single-method form above)
@@ -124,6 +129,17 @@ class DiagnosticsConfig:
     patience: int = 5  # ... at this many measurements in a row
     layer: str | None = None  # module path of the student's "last shared layer"; null = found automatically
     monitors: bool = True  # log the terms' monitor values every step (NKD/USKD: <term>_kl); false skips them
+
+
+@dataclass
+class SelectionConfig:
+    # dynamic instance selection (unikd.engine.selection): the objective on the rows the teacher and the
+    # student predict confidently
+    method: str | None = None  # null = off | kd3
+    threshold: float = 0.5  # a row trains when the largest combined probability is at least this
+    teacher_share: list[float] = field(default_factory=lambda: [1.0, 0.5])  # a at the start, at ramp_epochs
+    ramp_epochs: float | None = None  # null = the run's epochs
+    weights: str = "mask"  # mask | confidence (the sample_weights of the selected rows)
 
 
 @dataclass
@@ -180,12 +196,14 @@ class Config:
     taps: TapsConfig = field(default_factory=TapsConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML/JSON-ready); the single method's hyperparameters sit flat in ``loss``,
         the terms form writes ``loss.terms`` as a mapping by term name. The optional sections (``online``,
-        ``diagnostics``) and data keys (``drop_classes``, ``drop_seed``) are left out while they hold their
-        defaults, so other configs (and the hashes the bench takes of them) read as before they existed."""
+        ``diagnostics``, ``selection``), data keys (``drop_classes``, ``drop_seed``, ``transfer``) and loss
+        keys (``target``) are left out while they hold their defaults, so other configs (and the hashes the
+        bench takes of them) read as before they existed."""
         out = dataclasses.asdict(self)
         for name in OPTIONAL_SECTIONS:
             if out[name] == dataclasses.asdict(SECTIONS[name]()):
@@ -194,6 +212,9 @@ class Config:
             if out["data"][key] is None:
                 del out["data"][key]
         loss = out["loss"]
+        for key in OPTIONAL_LOSS_KEYS:
+            if loss[key] is None:
+                del loss[key]
         params, _ = loss.pop("params"), loss.pop("terms")
         if self.loss.terms:
             del loss["weight"], loss["warmup_epochs"]
@@ -239,10 +260,12 @@ SECTIONS: dict[str, type] = {
     "taps": TapsConfig,
     "online": OnlineConfig,
     "diagnostics": DiagnosticsConfig,
+    "selection": SelectionConfig,
 }
 # Sections and data keys written to config.yaml only when set (see Config.to_dict).
-OPTIONAL_SECTIONS = ("online", "diagnostics")
-OPTIONAL_DATA_KEYS = ("drop_classes", "drop_seed")
+OPTIONAL_SECTIONS = ("online", "diagnostics", "selection")
+OPTIONAL_DATA_KEYS = ("drop_classes", "drop_seed", "transfer")
+OPTIONAL_LOSS_KEYS = ("target",)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -255,6 +278,7 @@ def _default_tree() -> dict[str, Any]:
     for name in OPTIONAL_SECTIONS:
         tree[name] = dataclasses.asdict(SECTIONS[name]())
     tree["data"].update(dict.fromkeys(OPTIONAL_DATA_KEYS))
+    tree["loss"].update(dict.fromkeys(OPTIONAL_LOSS_KEYS))
     return tree
 
 
@@ -312,6 +336,9 @@ def _set(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
         return
     if parts[:2] == ["loss", "terms"]:
         set_term_key(tree["loss"], parts[1:], value, source)
+        return
+    if len(parts) == 3 and parts[:2] == ["data", "transfer"]:  # one key of the transfer mapping
+        tree["data"]["transfer"] = {**(tree["data"]["transfer"] or {}), parts[2]: value}
         return
     if len(parts) == 3 and parts[0] == "taps" and parts[1] in ("student", "teacher"):
         _set_tap(tree["taps"][parts[1]], dotted, parts[2], value, source)

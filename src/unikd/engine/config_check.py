@@ -52,7 +52,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing")
+LOSS_FIXED = ("ce_weight", "weight", "warmup_epochs", "smoothing", "target")
 
 # allowed values of string-valued keys ("method" is checked against methods())
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -266,6 +266,9 @@ def validate(cfg: Config) -> None:
         f"teacher.min_top1 is a percentage in [0, 100], got {cfg.teacher.min_top1}",
     )
     _validate_online_and_diagnostics(cfg)
+    from unikd.engine.transfer import check_transfer_config
+
+    check_transfer_config(cfg)  # data.transfer, loss.target, selection
 
 
 def _validate_online_and_diagnostics(cfg: Config) -> None:

@@ -16,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from unikd.engine.selection import SELECTED, select_rows
 
 REQUIRES: dict[str, str] = {
     "target": "int64 (N,) class indices, or float (N, C) soft labels (mixup/cutmix)",
@@ -29,6 +32,8 @@ REQUIRES: dict[str, str] = {
     "teacher_embedding": "(N, D) teacher feature at the module's embedding tap, pooled",
     "indices": "int64 (N,) dataset indices of the batch rows",
     "epoch_progress": "float: finished epochs, counting this step, e.g. 2.25 a quarter into epoch 3",
+    "images": "(N, C, H, W) float32: the normalised batch the student ran on (for a second student pass)",
+    "sample_weights": "float32 (N,) weights of the instance selection (`selection`), detached; else all 1",
 }
 TEACHER_INPUTS = frozenset({"teacher_logits", "teacher_features", "teacher_embedding"})
 TEACHER_TAP_INPUTS = frozenset({"teacher_features", "teacher_embedding"})
@@ -43,7 +48,13 @@ CONTEXT: dict[str, str] = {
     "total_epochs": "int: the run's epochs",
     "role": "str: 'student' (the run's student; every run without peers) or 'peer' (another network of "
     "online training, online.peers)",
-    "train_labels": "int64 (num_samples,) class of every training sample (CRD draws negatives by class)",
+    "train_labels": "int64 (num_samples,) class of every training sample (CRD draws negatives by class); "
+    "None on a transfer set (data.transfer: no labels)",
+    "student_head": "callable() -> (weight (C, D), bias (C,) or None) of the student's classifier (the "
+    "nn.Linear at the module's student embedding tap), its current parameters",
+    "teacher_head": "callable() -> (weight, bias) of the teacher's classifier (frozen)",
+    "student_rerun": "callable(images, perturb) -> (N, D): the student's pooled embedding from a second "
+    "forward of `images` with perturb(x) replacing the output x at the module's student tap",
 }
 
 
@@ -120,6 +131,8 @@ class Objective(nn.Module):
         ce_weight: weight of the cross-entropy with the labels.
         smoothing: label smoothing of that cross-entropy.
         monitors: compute and log the terms' monitor values (False skips them: they cost a few ms a step).
+        selection: the dynamic instance selection (:mod:`unikd.engine.selection`): the CE and every term
+            then see the selected rows only, and the selected fraction is logged as ``selected``.
     """
 
     def __init__(
@@ -129,12 +142,16 @@ class Objective(nn.Module):
         ce_weight: float = 1.0,
         smoothing: float = 0.0,
         monitors: bool = True,
+        selection: Any = None,
     ) -> None:
         super().__init__()
         names = [t.name for t in terms]
-        bad = [n for n in names if n in ("loss", "ce") or names.count(n) > 1]
+        reserved = ("loss", "ce", SELECTED) if selection is not None else ("loss", "ce")
+        bad = [n for n in names if n in reserved or names.count(n) > 1]
         if bad:
-            raise ValueError(f"term names must be unique and not 'loss' or 'ce'; got {names}")
+            raise ValueError(f"term names must be unique and not {' or '.join(map(repr, reserved))}; "
+                             f"got {names}")
+        self.selection = selection
         self.specs = list(terms)
         self.terms = nn.ModuleDict({t.name: t.module for t in terms})
         self.ce_weight = float(ce_weight)
@@ -154,7 +171,8 @@ class Objective(nn.Module):
 
     def term_names(self) -> list[str]:
         """Logged names: the total, CE, each term, then each term's monitor values (``<term>_<name>``)."""
-        return ["loss", "ce", *(t.name for t in self.specs), *self._monitor_names()]
+        selected = [SELECTED] if self.selection is not None else []
+        return ["loss", "ce", *(t.name for t in self.specs), *self._monitor_names(), *selected]
 
     @property
     def needs_teacher(self) -> bool:
@@ -174,17 +192,16 @@ class Objective(nn.Module):
         teacher_taps: Mapping[str, Tensor] | None = None,
         indices: Tensor | None = None,
         epoch_progress: float = 0.0,
+        images: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Named 0-dim float32 terms; ``"loss"`` is the weighted total that is back-propagated.
 
         ``student_taps`` / ``teacher_taps`` map tap specs to the tensors captured in this step's forward
         passes (:class:`~unikd.engine.taps.TapSet`). In online training ``teacher_logits`` is the list of
         the other networks' logits: a term that reads them is averaged over the list (DML's
-        ``1/(K-1) sum_{l != k}``), each element in turn being its ``teacher_logits``.
+        ``1/(K-1) sum_{l != k}``), each element in turn being its ``teacher_logits``. ``images``: the batch.
         """
         logits = logits.float()  # losses in fp32 even under autocast (softmax of low-precision logits)
-        ce = F.cross_entropy(logits, target, label_smoothing=self.smoothing)
-        out: dict[str, Tensor] = {"loss": self.ce_weight * ce, "ce": ce}
         step = {
             "target": target,
             "teacher_logits": teacher_logits,
@@ -192,8 +209,18 @@ class Objective(nn.Module):
             "teacher_taps": teacher_taps or {},
             "indices": indices,
             "epoch_progress": float(epoch_progress),
+            "images": images,
+            "sample_weights": None,
             "pooled": {},
         }
+        selected: dict[str, Tensor] = {}
+        if self.selection is not None:  # the whole objective on the selected rows (engine/selection.py)
+            kept, step, selected = select_rows(self.selection, logits, step)
+            if kept is None:  # no row to learn from: 0, with a (zero) gradient for every weight
+                return {**{n: logits.sum() * 0.0 for n in self.term_names()}, **selected}
+            logits = kept
+        ce = F.cross_entropy(logits, step["target"], label_smoothing=self.smoothing)
+        out: dict[str, Tensor] = {"loss": self.ce_weight * ce, "ce": ce}
         others = list(teacher_logits) if isinstance(teacher_logits, (list, tuple)) else None
         monitors: dict[str, Tensor] = {}
         for term in self.specs:
@@ -208,6 +235,7 @@ class Objective(nn.Module):
             out[term.name] = value
             out["loss"] = out["loss"] + (term.weight * term.ramp(epoch_progress)) * value
         out.update(monitors)
+        out.update(selected)
         return out
 
     def _call(
@@ -242,7 +270,10 @@ class Objective(nn.Module):
         """The value of one ``requires`` name for ``term`` (the one place that knows the vocabulary)."""
         if name in ("target", "epoch_progress"):
             return step[name]
-        if name in ("teacher_logits", "indices"):
+        if name == "sample_weights":  # all 1 without a selection
+            w = step[name]
+            return w if w is not None else torch.ones(len(step["target"]), device=step["target"].device)
+        if name in ("teacher_logits", "indices", "images"):
             value = step[name]
             if value is None:
                 raise ValueError(f"term {term.name!r} needs {name}, but this step has none")

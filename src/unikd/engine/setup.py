@@ -174,7 +174,9 @@ def build_datasets(cfg: Config) -> tuple[Any, Any]:
     train_ds = create_dataset(d.name, **kwargs)
     val_ds = create_dataset(d.name, **{**kwargs, "split": val_split})
     # after the validation hold-out, so validation keeps every class; the training split alone loses some
-    return apply_drop(train_ds, d.drop_classes, d.drop_seed), val_ds
+    from unikd.engine.transfer import apply_transfer  # data.transfer: the student trains on other images
+
+    return apply_transfer(cfg, apply_drop(train_ds, d.drop_classes, d.drop_seed)), val_ds
 
 
 def build_loaders(cfg: Config, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
@@ -329,7 +331,11 @@ def build(cfg: Config, info: DistInfo) -> Components:
     pre.add("method", f"{cfg.method}  (loss terms: ce{''.join(', ' + p.name for p in plans)})")
     pre.add("student", f"{cfg.model}  ({count_parameters(model)} params, {num_classes} classes)")
     teacher, teacher_model, teacher_meta = None, None, {}
-    if any(p.needs_teacher for p in plans) and not cfg.online.peers:  # online: the peers teach
+    from unikd.engine.transfer import preflight_rows, wants_teacher_outputs
+
+    teach = any(p.needs_teacher for p in plans) or wants_teacher_outputs(cfg)  # terms, target, selection
+    on_transfer = bool(getattr(train_ds, "transfer_source", None))
+    if teach and not cfg.online.peers:  # online: the peers teach
         teacher, teacher_model, teacher_meta = build_teacher(
             cfg, num_classes, info, train_loader, autocast, in_chans, live=bool(tap_terms)
         )
@@ -361,13 +367,13 @@ def build(cfg: Config, info: DistInfo) -> Components:
         sample=sample,
         num_classes=num_classes,
         num_samples=len(train_ds),
-        train_labels=train_ds.labels,
+        train_labels=None if on_transfer else train_ds.labels,  # a transfer set has no labels
     )
     for label, text in term_rows:
         pre.add(label, text)
     pre.add(
         "data",
-        f"{cfg.data.name}: {len(train_ds)} train / {len(val_ds)} "
+        f"{cfg.data.name}: {len(train_ds)} {'transfer' if on_transfer else 'train'} / {len(val_ds)} "
         f"{'val' if cfg.data.val_split else 'test'}, images {tuple(sample.shape[1:])}",
     )
     pre.add("normalisation", normalisation_note((train_ds.mean, train_ds.std), teacher_meta.get("data")))
@@ -375,6 +381,8 @@ def build(cfg: Config, info: DistInfo) -> Components:
 
     if describe_drop(train_ds):
         pre.add("dropped classes", describe_drop(train_ds))
+    for label, text in preflight_rows(cfg, train_ds, objective):
+        pre.add(label, text)
 
     o, s = cfg.optim, cfg.sched
     steps = len(train_loader)

@@ -22,6 +22,7 @@ TAP_KINDS: dict[str, str] = {
     "embedding": "the input of the final nn.Linear: the pooled pre-classifier feature "
     "(mdistiller's pooled_feat)",
     "uskd": "the USKD weak-head feature (config key `feature`; default: unikd.models.default_feature)",
+    "mixdist": "where KD³'s MixDistribution mixes the feature statistics (default: the first stage output)",
 }
 # Kinds the ``taps`` config section may override (the USKD feature has its own key, ``feature``).
 CONFIG_KINDS = tuple(k for k in TAP_KINDS if k != "uskd")
@@ -91,6 +92,8 @@ def default_taps(model: nn.Module, kind: str) -> list[str] | None:
         return [stages[1]] if len(stages) > 1 else None
     if kind == "last":
         return [stages[-1]]
+    if kind == "mixdist":  # MixStyle's advice: the early layers carry the style (the distribution)
+        return [stages[0]]
     raise ValueError(unknown_kind(kind))
 
 

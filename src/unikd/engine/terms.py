@@ -19,7 +19,9 @@ from unikd.engine.objective import (
     context_arguments,
     requires_of,
 )
+from unikd.engine.selection import build_selection
 from unikd.engine.taps import TapSet, resolve_taps
+from unikd.engine.term_context import network_context
 
 
 @dataclass
@@ -179,6 +181,7 @@ def build_objective(
         if taps.teacher_embedding:
             spec = taps.teacher_embedding
             context["teacher_in_features"] = _pooled_width(found["teacher"][spec], spec)
+        context.update(network_context(plan, taps, student, teacher))  # classifiers, a second student pass
         kwargs = {**plan.config.params, **{k: context[k] for k in plan.context if k in context}}
         module = create_loss(plan.loss_name, **kwargs).to(sample.device)
         tc = plan.config
@@ -197,7 +200,7 @@ def build_objective(
         rows.append((f"term {tc.name}", _describe(plan, taps, found)))
     smoothing = cfg.loss.smoothing if cfg.method == "ls" else 0.0
     objective = Objective(terms, ce_weight=cfg.loss.ce_weight, smoothing=smoothing,
-                          monitors=cfg.diagnostics.monitors)
+                          monitors=cfg.diagnostics.monitors, selection=build_selection(cfg))
     return objective, rows
 
 

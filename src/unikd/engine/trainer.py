@@ -39,6 +39,7 @@ from unikd.engine.resume import rng_state
 from unikd.engine.run_folder import claim_run_folder, resolve_out_dir
 from unikd.engine.setup import Components, build
 from unikd.engine.step import check_finite
+from unikd.engine.transfer import step_target
 from unikd.engine.write_errors import inside, run_write_error
 
 log = logging.getLogger("unikd")
@@ -219,6 +220,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         # The teacher runs once for all terms; its taps (if any term reads features) fire in that forward.
         teacher_logits = c.teacher(images, epoch, batch.index) if c.teacher is not None else None
+        target = step_target(self.cfg, target, teacher_logits)  # loss.target=teacher_argmax, data.transfer
         with c.autocast():
             logits = c.ddp_model(images)
             terms = c.objective(
@@ -229,6 +231,7 @@ class Trainer:
                 teacher_taps=c.teacher_taps.outputs(),
                 indices=batch.index,
                 epoch_progress=epoch + (position + 1) / steps,
+                images=images,
             )
         names = c.objective.term_names()
         hard = target if target.ndim == 1 else target.argmax(dim=1)

@@ -27,6 +27,9 @@ from .extended_kd import ExtendedKDLoss, SegmentConnector, extended_kd_loss
 from .fitnet import FitNetLoss, HintRegressor, fitnet_loss
 from .jsd import JSDLoss, jsd_loss
 from .kd import KDLoss, kd_loss
+from .kd3_align import KD3AlignLoss, kd3_align_loss
+from .kd3_mixdist import KD3MixDistLoss, kd3_mixdist_loss, mix_distribution
+from .kd3_select import kd3_select_weights, kd3_teacher_share
 from .nd import NDLoss, nd_loss
 from .nkd import NKDLoss, nkd_loss, nkd_nontarget_kl
 from .pkt import PKTLoss, pkt_loss
@@ -68,10 +71,13 @@ LOSSES.register("reverse_kl", ReverseKLLoss)
 LOSSES.register("jsd", JSDLoss)
 LOSSES.register("taid", TAIDLoss)
 LOSSES.register("extended_kd", ExtendedKDLoss)
+LOSSES.register("kd3_align", KD3AlignLoss)
+LOSSES.register("kd3_mixdist", KD3MixDistLoss)
 
 # The functional form of the losses whose function is the whole method (its keyword-only arguments are the
 # module's hyperparameters). CRD, ReviewKD and ND are not listed: their functions (crd_loss, hcl_loss,
-# nd_loss) compute the loss from state the module holds (banks, fusion modules, class means).
+# nd_loss) compute the loss from state the module holds (banks, fusion modules, class means); nor are KD³'s
+# (kd3_align_loss, kd3_mixdist_loss), which take the module's projector, heads and second student pass.
 LOSS_FUNCTIONS = {
     "kd": kd_loss,
     "dkd": dkd_loss,
@@ -147,6 +153,8 @@ __all__ = [
     "FitNetLoss",
     "HintRegressor",
     "JSDLoss",
+    "KD3AlignLoss",
+    "KD3MixDistLoss",
     "KDLoss",
     "NDLoss",
     "NKDLoss",
@@ -172,8 +180,13 @@ __all__ = [
     "fitnet_loss",
     "hcl_loss",
     "jsd_loss",
+    "kd3_align_loss",
+    "kd3_mixdist_loss",
+    "kd3_select_weights",
+    "kd3_teacher_share",
     "kd_loss",
     "list_losses",
+    "mix_distribution",
     "nd_loss",
     "nkd_loss",
     "nkd_nontarget_kl",
