@@ -3,7 +3,8 @@
 Subjects (one per name, drawn round-robin):
 
 - ``unikd.losses.LOSS_FUNCTIONS`` plus the functional forms that the modules feed from their state
-  (``nd_loss``, ``hcl_loss`` of ReviewKD, ``crd_loss``) and the KL monitors of NKD and USKD
+  (``nd_loss``, ``hcl_loss`` of ReviewKD, ``crd_loss``, KD3's ``kd3_align_loss`` and
+  ``kd3_mixdist_loss``) and the KL monitors of NKD and USKD
   (``nkd_nontarget_kl``, ``uskd_nontarget_kl``, run without gradient). They are called by parameter name
   (``*logits``, ``*emb``, ``*vec``, ``*feat``, ``*feats``, ``target``; ``OTHER_ARGS`` builds the rest), so a
   new loss with such inputs is fuzzed without editing this script.
@@ -65,6 +66,8 @@ import torch.nn.functional as F
 
 import unikd.token as T
 from unikd.losses import LOSS_FUNCTIONS, crd_loss, hcl_loss, nd_loss, nkd_nontarget_kl, uskd_nontarget_kl
+from unikd.losses.kd3_align import kd3_align_loss
+from unikd.losses.kd3_mixdist import kd3_mixdist_loss
 from unikd.token.fused_reference import fused_distill_loss_reference
 from unikd.token.specs import get_spec
 
@@ -97,6 +100,8 @@ def default_subjects() -> dict[str, Subject]:
     out = {name: Subject(name, "loss", fn) for name, fn in LOSS_FUNCTIONS.items()}
     out["nd"] = Subject("nd", "loss", nd_loss)
     out["hcl"] = Subject("hcl", "loss", hcl_loss)
+    out["kd3_align"] = Subject("kd3_align", "loss", _kd3_align)
+    out["kd3_mixdist"] = Subject("kd3_mixdist", "loss", kd3_mixdist_loss)
     out["crd"] = Subject("crd", "loss", crd_loss)
     out["nkd_kl"] = Subject("nkd_kl", "loss", nkd_nontarget_kl, grad=False)
     out["uskd_kl"] = Subject("uskd_kl", "loss", uskd_nontarget_kl, grad=False)
@@ -108,6 +113,11 @@ def default_subjects() -> dict[str, Subject]:
             key = f"token.{name}.{form}"
             out[key] = Subject(key, "token", fn, token=name, form=form)
     return out
+
+
+def _kd3_align(student_emb, teacher_emb, student_weight, teacher_weight):
+    """KD3's alignment term with its features named as embeddings (rows of one width) for make_case."""
+    return kd3_align_loss(student_emb, teacher_emb, student_weight, teacher_weight)
 
 
 def positional(fn) -> list[str]:
@@ -141,12 +151,16 @@ OTHER_ARGS: dict[str, Callable[[Context], object]] = {
     "teacher_memory": _bank,
     "contrast_idx": lambda ctx: torch.from_numpy(ctx.rng.integers(0, 16, (ctx.n, 5))),  # CRD: K = 4
     "normalisers": lambda ctx: torch.tensor([0.5, 2.0], dtype=ctx.dtype),
+    # KD3 alignment: the two classifiers' weights, (C, D) of the features' width
+    "student_weight": lambda ctx: torch.from_numpy(ctx.rng.uniform(-1, 1, (ctx.c, ctx.width))).to(ctx.dtype),
+    "teacher_weight": lambda ctx: torch.from_numpy(ctx.rng.uniform(-1, 1, (ctx.c, ctx.width))).to(ctx.dtype),
 }
 OUTPUT_SUFFIXES = ("logits", "emb", "vec", "feat", "feats")
 
 # losses that compare the samples of a batch with each other need more than one row
 MIN_BATCH = {"rkd": 2}
-SAME_WIDTH = {"nd", "crd"}  # student and teacher embeddings (and the class means / banks) share one width
+# student and teacher embeddings (and the class means / banks / classifier weights) share one width
+SAME_WIDTH = {"nd", "crd", "kd3_align", "kd3_mixdist"}
 SAME_SHAPE = {"hcl", "extended_kd"}  # teacher maps have the student maps' shapes (connectors applied)
 UNIT_ROWS = {"crd"}  # vectors come L2-normalised from the embedding heads
 
@@ -416,8 +430,17 @@ class Passed:
 
 
 def reference_grads(subject: Subject, case: Case) -> list[torch.Tensor | None]:
-    """Gradients of a fused case's trained tensors by the plain materialised computation
-    (:func:`fused_distill_loss_reference`) in float32, on the same inputs (shared tensors stay shared)."""
+    """Gradients of a case's inputs computed in float32 on the same (float16) values: the loss itself for a
+    classification subject, the plain materialised computation (:func:`fused_distill_loss_reference`) for a
+    fused token case (shared tensors stay shared)."""
+    if subject.family != "token":
+        flat = [t for x in case.inputs for t in _flat(x)]
+        up = {id(t): t.detach().float().requires_grad_(t.requires_grad) for t in flat}
+        inputs = [[up[id(t)] for t in x] if isinstance(x, list) else up[id(x)] for x in case.inputs]
+        with torch.enable_grad():
+            loss = call(subject, Case(inputs, case.target, case.others, case.kind, case.extra))
+            wanted = [up[id(t)] for t in flat]
+            return _grads_or_none(loss, wanted)
     conv: dict[int, torch.Tensor] = {}
 
     def f32(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -434,21 +457,29 @@ def reference_grads(subject: Subject, case: Case) -> list[torch.Tensor | None]:
         return list(torch.autograd.grad(loss, trained, allow_unused=True))
 
 
+def _grads_or_none(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    trained = [t for t in inputs if t.requires_grad]
+    grads = iter(torch.autograd.grad(loss, trained, allow_unused=True))
+    return [next(grads) if t.requires_grad else None for t in inputs]
+
+
 def fp16_overflow(subject: Subject, case: Case, flat: list[torch.Tensor], bad: list[int]) -> Passed | str:
-    """A fused float16 case with non-finite gradients ``flat[i].grad`` (``i`` in ``bad``): :class:`Passed`
-    when each non-finite entry is one whose float32 reference gradient exceeds the float16 maximum in
-    magnitude (its true value has no float16 form), else the failure."""
+    """A float16 case (a classification loss, or a fused token case) with non-finite gradients
+    ``flat[i].grad`` (``i`` in ``bad``): :class:`Passed` when each non-finite entry is one whose float32
+    reference gradient exceeds the float16 maximum in magnitude (its true value has no float16 form), else
+    the failure."""
     ref = reference_grads(subject, case)
     peak = 0.0
     for i in bad:
         nonfinite = ~torch.isfinite(flat[i].grad)
         r = ref[i] if ref[i] is not None else torch.zeros(flat[i].shape)
-        inside = nonfinite & ~(r.abs() > FP16_MAX)  # NaN in the reference: not an overflow either
+        # an overflow only where the reference is a finite number beyond the range (NaN/inf there: a bug)
+        inside = nonfinite & ~(torch.isfinite(r) & (r.abs() > FP16_MAX))
         if bool(inside.any()):
             worst = r[inside].abs().max().item()
-            return (f"non-finite gradient of input #{i} where the float32 reference is within float16 range "
-                    f"(|ref| {worst:.6g} <= {FP16_MAX:.0f} at {int(inside.sum())} of {int(nonfinite.sum())} "
-                    "non-finite entries)")
+            return (f"non-finite gradient of input #{i} where the float32 reference does not leave the "
+                    f"float16 range (|ref| {worst:.6g}, not a finite value above {FP16_MAX:.0f}, at "
+                    f"{int(inside.sum())} of {int(nonfinite.sum())} non-finite entries)")
         peak = max(peak, r[nonfinite].abs().max().item())
     return Passed(FP16_RANGE, f"non-finite gradient of input{'s' if len(bad) > 1 else ''} "
                               f"#{', #'.join(map(str, bad))}: float32 reference |grad| up to {peak:.6g} > "
@@ -484,7 +515,7 @@ def check(subject: Subject, category: str, case: Case) -> str | Passed | None:
     else:
         flat = [t for x in case.inputs for t in _flat(x)]
     bad = [i for i, x in enumerate(flat) if x.grad is not None and not torch.isfinite(x.grad).all()]
-    if bad and subject.form == "fused" and case.inputs[0].dtype == torch.float16:
+    if bad and flat[bad[0]].dtype == torch.float16 and (subject.family != "token" or subject.form == "fused"):
         return fp16_overflow(subject, case, flat, bad)
     return f"non-finite gradient of input #{bad[0]}" if bad else None
 

@@ -96,7 +96,8 @@ def test_fused_float16_non_finite_gradient_with_in_range_reference_is_a_failure(
     case, subject = _fused_fp16_case(fuzz, [[1.0, 2.0], [3.0, -4.0], [0.5, 0.5]], [[0.1, -0.2], [0.3, 0.4]],
                                      [0, 1, 1])
     outcome = fuzz.check(subject, "large", case)
-    assert isinstance(outcome, str) and "within float16 range" in outcome and "input #1" in outcome
+    assert isinstance(outcome, str) and "does not leave the float16 range" in outcome
+    assert "input #1" in outcome
     assert abs(fuzz.reference_grads(subject, case)[1][0, 1].item()) < 10
 
 
@@ -107,3 +108,26 @@ def test_range_exceeded_cases_are_printed_apart(fuzz, capsys):
     out = capsys.readouterr().out
     assert "total: 2 passed, 0 failed" in out
     assert f"of the passed, {fuzz.FP16_RANGE}: 1" in out and "NOTE case 1 (...): detail" in out
+
+
+def _squared_gap(student_emb, teacher_emb):
+    return (student_emb.float() - teacher_emb.float()).square().sum()
+
+
+def _leaky_squared_gap(student_emb, teacher_emb):  # overflows its gradient where the true one is small
+    student_emb.register_hook(lambda g: torch.full_like(g, math.inf))
+    return _squared_gap(student_emb, teacher_emb)
+
+
+@pytest.mark.parametrize("fn, gap, passes", [(_squared_gap, 60000.0, True), (_leaky_squared_gap, 1.0, False)])
+def test_float16_gradient_of_a_classification_loss_is_judged_by_its_float32_reference(fuzz, fn, gap, passes):
+    # d/ds (s - t)^2 = 2 (s - t): 120000 for a gap of 60000 (no float16 form), 2 for a gap of 1
+    s = torch.tensor([[gap / 2]], dtype=torch.float16, requires_grad=True)
+    t = torch.tensor([[-gap / 2]], dtype=torch.float16, requires_grad=True)
+    subject = fuzz.Subject("gap", "loss", fn)
+    outcome = fuzz.check(subject, "large", fuzz.Case([s, t], None))
+    if passes:
+        assert isinstance(outcome, fuzz.Passed) and outcome.outcome == fuzz.FP16_RANGE, outcome
+    else:
+        assert isinstance(outcome, str) and "does not leave the float16 range" in outcome
+        assert "input #0" in outcome
