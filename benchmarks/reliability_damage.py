@@ -111,7 +111,8 @@ class Matrix:
 
     @staticmethod
     def _eval_result(res) -> object:  # noqa: ANN001
-        return {k: v for k, v in json.loads(last_line(res.out)).items() if k != "checkpoint"}
+        line = [x for x in res.out.splitlines() if x.strip()][-1]
+        return {k: v for k, v in json.loads(line).items() if k != "checkpoint"}
 
     def prepare(self, name: str, case: Path) -> tuple[Path, Path]:
         """A fresh copy of the run (or cache) in ``case``; returns the file and the other run's file."""
@@ -154,8 +155,8 @@ class Matrix:
         if outcome == "silent-wrong":
             row["differs"] = diff
         if kind is None:
-            if res.rc != 0 or res.timed_out or res.traceback:
-                raise SystemExit(f"reference run failed: {row['command']}\n{res.err[-3000:]}")
+            if res.rc != 0 or res.timed_out or res.traceback or isinstance(got, Exception):
+                raise SystemExit(f"reference run failed: {row['command']}\n{res.err[-3000:]}\n{got!r}")
             self.refs[ref_key] = got
             row["outcome"] = "reference"
         if row["outcome"] in ("correct", "recovered", "refused", "reference") and not self.keep:

@@ -139,8 +139,9 @@ def check(runner: Runner, disk: Disk, argv: list[str], out: Path, same_as_refere
     diff = same_as_reference() if res2.rc == 0 else f"rc {res2.rc}: {last_line(res2.err)}"
     if diff:
         failed.append("advice works")
-    row.update(outcome="not handled" if failed else "handled", failed=failed, rerun_command=again[-1],
-               rerun=diff or "identical")
+    row.update(outcome="not handled" if failed else "handled", failed=failed,
+               rerun="with resume=auto" if again != argv else "the same command",
+               after_rerun=diff or "identical")
     return row
 
 

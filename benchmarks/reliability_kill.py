@@ -130,7 +130,7 @@ def main() -> None:
         print(f"  run {i}: {where} -> {row['outcome']} {row['detail']}", flush=True)
     counts = tally([r["outcome"] for r in rows])
     mid_run = sum(all(k["killed"] for k in r["kills"]) for r in rows)
-    print(f"killed mid-run: {mid_run}/{len(rows)} (the others finished before their kill)")
+    print(f"killed before the end: {mid_run}/{len(rows)} runs (a kill that came after the end did nothing)")
     report(f"kill and resume, {len(rows)} runs in {time.monotonic() - t0:.0f}s", counts,
            {"runs": rows, "reference_seconds": round(length, 2), "steps": steps, "killed_mid_run": mid_run,
             "seed": args.seed, "mode": runner.mode}, args.json)
