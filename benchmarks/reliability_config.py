@@ -15,7 +15,7 @@ epochs or comes from a file). Outcomes:
 
 Usage::
 
-    python benchmarks/reliability_config.py                  # 60 cases, about two minutes
+    python benchmarks/reliability_config.py                  # 60 cases, ~1-2 min
     python benchmarks/reliability_config.py --json config.json --timeout 20 --fresh
 """
 

@@ -32,7 +32,7 @@ result: final weights/optimizer state, metrics.jsonl rows or the eval numbers di
 
 Usage::
 
-    python benchmarks/reliability_damage.py                # ~93 cases, a few minutes (fork per case)
+    python benchmarks/reliability_damage.py                # 93 cases, ~6 min on 2 busy cores
     python benchmarks/reliability_damage.py --json damage.json --timeout 60 --fresh --keep
 """
 

@@ -23,7 +23,7 @@ means the rerun finishes a cache that verifies and equals one built without a fu
 
 Usage::
 
-    python benchmarks/reliability_diskfull.py                  # 10 + 3 sizes, about two minutes
+    python benchmarks/reliability_diskfull.py                  # 10 + 3 sizes, ~1 min
     python benchmarks/reliability_diskfull.py --sizes 16 300 --cache-sizes 40 --json diskfull.json
 """
 

@@ -16,7 +16,7 @@ tensor is printed), ``failed`` when the resume did not finish.
 
 Usage::
 
-    python benchmarks/reliability_kill.py                      # 8 runs, about a minute
+    python benchmarks/reliability_kill.py                      # 8 runs, ~1.5 min
     python benchmarks/reliability_kill.py --runs 16 --seed 1 --kills 2 --json kill.json --fresh
 """
 
