@@ -15,6 +15,7 @@ A child gets SIGKILL when it outlives ``timeout`` (reported as ``timed_out``) or
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
@@ -109,6 +110,7 @@ class Runner:
     def __init__(self, mode: str = "fork", timeout: float = 60.0) -> None:
         self.mode, self.timeout = mode, timeout
         self._tmp = Path(tempfile.mkdtemp(prefix="unikd-rel-io-"))
+        atexit.register(shutil.rmtree, self._tmp, True)  # forked children leave with os._exit: no atexit
         if mode == "fork":
             os.environ.update(env())  # also for the subprocesses the commands start (unikd bench)
             import torch
