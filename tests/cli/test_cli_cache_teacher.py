@@ -47,3 +47,21 @@ def test_errors_go_to_stderr(tmp_path, overrides, capsys):
         assert main(["cache-teacher", "-", *overrides, "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     out = capsys.readouterr()
     assert "already writing into" in out.err and out.out == "", out
+
+
+def test_a_full_disk_is_one_error_line_naming_the_file(tmp_path, overrides, capsys, monkeypatch):
+    import errno
+    import os
+
+    def no_space(fd, offset, length):  # what a full filesystem answers when the shard's blocks are reserved
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    rc = main(["cache-teacher", "-", *overrides, "--out", str(tmp_path / "c"), "--epochs", "1",
+               "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out.err, out.err[-2000:]
+    lines = [line for line in out.err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and ".npy" in lines[0]
+    assert "run the same command again" in lines[0]
+    assert not list((tmp_path / "c").glob("*.npy"))  # no shard under a final name

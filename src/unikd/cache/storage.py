@@ -21,6 +21,7 @@ example the tail dropped by ``drop_last``) stay NaN, and lookups of such rows fa
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
@@ -157,12 +158,29 @@ def missing_rows(rows: np.ndarray, mode: str) -> np.ndarray:
 def open_shard_for_write(path: Path, row: np.dtype, shape: tuple[int, ...], num_samples: int) -> np.memmap:
     """A NaN-filled writable memmap at ``path`` (a temporary name; see :func:`commit_shard`)."""
     array = np.lib.format.open_memmap(path, mode="w+", dtype=row, shape=(num_samples, *shape))
+    _reserve(path)
     if row.names:
         for name in row.names:
             array[name] = 0 if name == "indices" else np.nan
     else:
         array[...] = np.nan
     return array
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memmap's blocks now: the file is sparse, and a full disk would otherwise surface as a
+    SIGBUS (the process killed without a message) at the first write into an unallocated page. With the
+    blocks reserved it is an ``OSError`` (ENOSPC) here, which the caller reports."""
+    if not hasattr(os, "posix_fallocate"):  # pragma: no cover - not Linux
+        return
+    with open(path, "rb+") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return  # a filesystem without fallocate: nothing to reserve with
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def commit_shard(array: np.memmap, tmp_path: Path, final_path: Path) -> None:

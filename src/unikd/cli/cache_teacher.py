@@ -60,6 +60,15 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # a held lock (FolderLockedError) included
         print(f"unikd cache-teacher: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only folder: the finished shards stay whole
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"unikd cache-teacher: error: cannot write the teacher cache{where}: {e.strerror or e}. Free "
+            "space or choose another --out, then run the same command again (the files already written "
+            "are whole)",
+            file=sys.stderr,
+        )
+        return 2
     if args.record:
         import json
 
