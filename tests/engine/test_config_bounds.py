@@ -17,6 +17,7 @@ from unikd.engine.config import load_config
      (["seed=-1"], "seed must be an integer in [0, 2**63 - 1]"),
      ([f"seed={2**63}"], "seed must be an integer in [0, 2**63 - 1]"),
      (["data.split_seed=-5"], "data.split_seed must be an integer in [0, 2**63 - 1]"),
+     (["data.num_workers=-1"], "data.num_workers must be >= 0"),
      (["optim.lr=.inf"], "optim.lr=inf is not a finite number"),
      (["optim.lr=nan"], "optim.lr=nan is not a finite number"),
      (["teacher.min_top1=.nan"], "teacher.min_top1=nan is not a finite number"),

@@ -51,3 +51,7 @@ def check_bounds(cfg: Config) -> None:
         raise ValueError(f"epochs must be >= 1 and <= {MAX_EPOCHS}, got {cfg.epochs}")
     _seed(cfg.seed, "seed")
     _seed(cfg.data.split_seed, "data.split_seed")
+    if cfg.data.num_workers < 0:
+        raise ValueError(
+            f"data.num_workers must be >= 0 (0 loads in the training process), got {cfg.data.num_workers}"
+        )
