@@ -109,12 +109,15 @@ def evaluate_checkpoint(
     from unikd import integrity as _integrity
     from unikd.engine.checkpoint import load_checkpoint
     from unikd.engine.distributed import resolve_device
+    from unikd.engine.run_identity import check_own_folder
     from unikd.engine.teacher import CHECKPOINT_FORMAT, load_weights
     from unikd.models import create_model
 
     path = Path(checkpoint)
     with _integrity.policy(integrity):
         ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict):
+        check_own_folder(path, ckpt.get("run_id"), "checkpoint")
     if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
         raise ValueError(
             f"{str(path)!r} is not a unikd checkpoint (no model name / data config inside); evaluate a run's "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unikd._atomic import atomic_write_text
+from unikd._files import require_regular_file
 
 RUN_FILE = "run.json"
 
@@ -27,8 +28,12 @@ def new_run_id() -> str:
 
 def read_run_id(folder: str | Path) -> str | None:
     """The run id recorded in ``folder/run.json``; None when absent or unreadable (an older run folder)."""
+    path = Path(folder) / RUN_FILE
+    if not path.exists():
+        return None
+    require_regular_file(path, "run file")  # a FIFO would block the read forever
     try:
-        data = json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     run_id = data.get("run_id") if isinstance(data, dict) else None
@@ -43,3 +48,18 @@ def write_run_file(folder: str | Path, run_id: str, resumed_from: dict[str, Any]
     if resumed_from:
         record["resumed_from"] = resumed_from  # the checkpoint of another run this one was started from
     atomic_write_text(Path(folder) / RUN_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def check_own_folder(path: str | Path, run_id: object, what: str) -> None:
+    """Refuse a file that unikd wrote for one run (``run_id``: the id it carries) found in the folder of
+    another (whose ``run.json`` names a different id): a copied ``best.pt`` or ``student.safetensors``
+    would otherwise be evaluated or distilled from as if it were that folder's run. Files without an id
+    (foreign, or from before run ids) and folders without ``run.json`` are not checked."""
+    path = Path(path)
+    folder_id = read_run_id(path.parent)
+    if isinstance(run_id, str) and run_id and folder_id and run_id != folder_id:
+        raise ValueError(
+            f"{what} {str(path)!r} was written by another run (run id {run_id}) than the run of its folder "
+            f"(run id {folder_id} in {path.parent / RUN_FILE}); it is not that run's file. Use the file from "
+            "its own run folder, or copy the whole folder (run.json included) rather than one file"
+        )

@@ -16,7 +16,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from unikd.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_state_dict_any
+from unikd.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    load_state_dict_any,
+    safetensors_metadata,
+)
+from unikd.engine.run_identity import check_own_folder
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -64,8 +70,12 @@ def read_weights(path: str | Path, *, what: str) -> tuple[dict[str, Tensor], dic
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
     if path.suffix == ".safetensors":
-        return load_state_dict_any(path), {}
+        state = load_state_dict_any(path)
+        check_own_folder(path, safetensors_metadata(path).get("run_id"), what)
+        return state, {}
     obj = load_checkpoint(path)
+    if isinstance(obj, dict):
+        check_own_folder(path, obj.get("run_id"), what)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         keys = ("model_name", "num_classes", "in_chans", "input_size", "data", "method", "epoch")
         meta = {k: obj.get(k) for k in keys}

@@ -333,7 +333,8 @@ class Trainer:
                 save_safetensors(
                     c.eval_state(),
                     c.run_dir.safetensors,
-                    metadata={"model": cfg.model, "num_classes": str(c.num_classes), "epoch": str(epoch + 1)},
+                    metadata={"model": cfg.model, "num_classes": str(c.num_classes), "epoch": str(epoch + 1),
+                              **({"run_id": c.run_id} if c.run_id else {})},
                 )
         self._save_last()
         c.run_dir.append_metrics(record)
