@@ -69,4 +69,5 @@ def read_yaml_file(path: str | os.PathLike[str], what: str, *, missing: str = "c
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {str(p)!r} is not valid YAML: {exc}") from None
+        detail = " ".join(str(exc).split())  # PyYAML's message spans lines (a caret under the column)
+        raise ValueError(f"{what} {str(p)!r} is not valid YAML: {detail}") from None
