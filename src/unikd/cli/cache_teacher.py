@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"unikd cache-teacher: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only folder: the finished shards stay whole
-        where = f" ({e.filename})" if e.filename else ""
+        where = f" ({e.filename})" if e.filename else (f" in {args.out}" if args.out else "")
         print(
             f"unikd cache-teacher: error: cannot write the teacher cache{where}: {e.strerror or e}. Free "
             "space or choose another --out, then run the same command again (the files already written "
