@@ -49,6 +49,18 @@ def check_feature(x: object, name: str, *, min_rows: int = 1, dims: tuple[int, .
     return as_float32(x)
 
 
+def check_map(x: object, name: str) -> Tensor:
+    """A floating tensor ``(N, ...)`` with N >= 1 and at least 2 dimensions (a feature map or a flattened
+    one), returned as given: callers decide the compute dtype."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got {x.dtype}; cast it with .float()")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
+    return x
+
+
 def check_same_batch(a: Tensor, b: Tensor, a_name: str, b_name: str) -> None:
     """Student and teacher tensors must hold the same batch on one device."""
     if a.device != b.device:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import as_float32, nan_if_nonfinite
-from ._features import check_feature_list, check_same_batch, check_shapes, common_dtype
+from ._features import check_feature_list, check_map, check_same_batch, check_shapes, common_dtype
 
 
 def _segment_weights(weights: object, k: int) -> list[float]:
@@ -100,14 +100,7 @@ def extended_kd_loss(
 
 
 def _check_pair(s: object, t: object, k: int) -> tuple[Tensor, Tensor]:
-    for name, x in ((f"student_feats[{k}]", s), (f"teacher_feats[{k}]", t)):
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating tensor, got {x.dtype}; cast it with .float()")
-        if x.dim() < 2 or x.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    assert isinstance(s, Tensor) and isinstance(t, Tensor)
+    s, t = check_map(s, f"student_feats[{k}]"), check_map(t, f"teacher_feats[{k}]")
     if s.shape != t.shape:
         raise ValueError(
             f"segment {k}: shape mismatch: student {tuple(s.shape)} vs teacher {tuple(t.shape)}; map the "

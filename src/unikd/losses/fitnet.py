@@ -11,16 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import as_float32, nan_if_nonfinite
+from ._features import check_map
 
 
 def _check_map(x: object, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor, got {x.dtype}; cast it with .float()")
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    return as_float32(x)
+    return as_float32(check_map(x, name))
 
 
 def fitnet_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
