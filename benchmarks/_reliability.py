@@ -15,6 +15,7 @@ A child gets SIGKILL when it outlives ``timeout`` (reported as ``timed_out``) or
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import datetime
 import json
@@ -262,3 +263,19 @@ def report(title: str, counts: dict[str, int], extra: dict[str, Any], json_path:
 def last_line(text: str) -> str:
     lines = [x for x in text.strip().splitlines() if x.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line every reliability script shares: its docstring as help, ``--fresh`` and ``--work``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
+    ap.add_argument("--work", help="work folder (default: a new temp folder)")
+    return ap
+
+
+def work_folder(path: str | None, name: str) -> Path:
+    """``path``, or a new temp folder ``unikd-<name>-*``; created."""
+    work = Path(path or tempfile.mkdtemp(prefix=f"unikd-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    return work

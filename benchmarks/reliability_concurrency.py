@@ -25,16 +25,23 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from _reliability import Runner, first_difference, last_line, report, run_weights, tally
+from _reliability import (
+    Runner,
+    first_difference,
+    last_line,
+    report,
+    run_weights,
+    script_parser,
+    tally,
+    work_folder,
+)
 
 from unikd import _process
 
@@ -215,15 +222,11 @@ class Checks:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = script_parser(__doc__)
     ap.add_argument("--json", help="write the checks and the totals to this file")
-    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
-    ap.add_argument("--work", help="work folder (default: a new temp folder)")
     args = ap.parse_args()
     t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="unikd-concurrency-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "concurrency")
     print(f"work folder: {work}")
     checks = Checks(work, Runner("fresh" if args.fresh else "fork", timeout=120))
     checks.two_trainings()

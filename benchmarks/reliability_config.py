@@ -21,13 +21,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
-from _reliability import Runner, last_line, report, tally
+from _reliability import Runner, last_line, report, script_parser, tally, work_folder
 
 COMMON = ["model=tiny_cnn", "data.name=digits", "tensorboard=false", "device=cpu"]
 KD = ["method=kd", "teacher.model=tiny_cnn"]
@@ -120,17 +117,13 @@ def classify(res, tokens: list[str]) -> tuple[str, str]:  # noqa: ANN001
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = script_parser(__doc__)
     ap.add_argument("--json", help="write the cases and the totals to this file")
     ap.add_argument("--timeout", type=float, default=20.0,
                     help="seconds before a run counts as accepted (or hang)")
-    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
-    ap.add_argument("--work", help="work folder (default: a new temp folder)")
     args = ap.parse_args()
     t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="unikd-config-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "config")
     runner = Runner("fresh" if args.fresh else "fork", timeout=args.timeout)
     cases = []
     (work / "t.pt").write_bytes(b"not a checkpoint")  # a file, so that the teacher *model* is what is wrong

@@ -38,15 +38,23 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from _damage import KINDS, damage
-from _reliability import Runner, first_difference, last_line, metrics_rows, report, run_weights, tally
+from _reliability import (
+    Runner,
+    first_difference,
+    last_line,
+    metrics_rows,
+    report,
+    run_weights,
+    script_parser,
+    tally,
+    work_folder,
+)
 
 BASE = "model: tiny_cnn\ndata: {name: digits}\nepochs: 2\ntensorboard: false\ndevice: cpu\n"
 RUN_FILES = ["last.pt", "last.prev.pt", "best.pt", "student.safetensors", "config.yaml", "metrics.jsonl",
@@ -200,19 +208,15 @@ def _message(res, notes: list[str]) -> str:  # noqa: ANN001
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = script_parser(__doc__)
     ap.add_argument("--json", help="write every case and the totals to this file")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds before a consumer counts as a hang")
-    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
     ap.add_argument("--keep", action="store_true", help="keep every case folder (else only the unclean ones)")
     ap.add_argument("--files", nargs="*", default=RUN_FILES + CACHE_FILES, help="files to damage")
     ap.add_argument("--kinds", nargs="*", default=KINDS, help="damage kinds")
-    ap.add_argument("--work", help="work folder (default: a new temp folder)")
     args = ap.parse_args()
     t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="unikd-damage-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "damage")
     runner = Runner("fresh" if args.fresh else "fork", timeout=args.timeout)
     m = Matrix(work, runner)
     m.keep = args.keep

@@ -29,18 +29,25 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import resource
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from _reliability import Runner, first_difference, last_line, report, run_weights, tally
+from _reliability import (
+    Runner,
+    first_difference,
+    last_line,
+    report,
+    run_weights,
+    script_parser,
+    tally,
+    work_folder,
+)
 
 BASE = ("model: tiny_cnn\ndata: {name: digits}\nepochs: 3\ncheckpoint_every: 10\ntensorboard: false\n"
         "device: cpu\n")
@@ -146,17 +153,13 @@ def check(runner: Runner, disk: Disk, argv: list[str], out: Path, same_as_refere
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = script_parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="*", default=SIZES, help="filesystem sizes for training, KiB")
     ap.add_argument("--cache-sizes", type=int, nargs="*", default=CACHE_SIZES, help="sizes for cache-teacher")
     ap.add_argument("--json", help="write the sizes' results and the totals to this file")
-    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
-    ap.add_argument("--work", help="work folder (default: a new temp folder)")
     args = ap.parse_args()
     t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="unikd-diskfull-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "diskfull")
     base = work / "base.yaml"
     base.write_text(BASE)
     use_mount = can_mount(work)

@@ -22,13 +22,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import random
-import tempfile
 import time
 from pathlib import Path
 
-from _reliability import Runner, first_difference, last_line, metrics_rows, report, run_weights, tally
+from _reliability import (
+    Runner,
+    first_difference,
+    last_line,
+    metrics_rows,
+    report,
+    run_weights,
+    script_parser,
+    tally,
+    work_folder,
+)
 
 from unikd.engine.checkpoint import load_checkpoint
 
@@ -78,18 +86,14 @@ def run_and_kill(runner: Runner, argv: list[str], out: Path, delay: float | None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = script_parser(__doc__)
     ap.add_argument("--runs", type=int, default=8, help="killed runs (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill delays (default 0)")
     ap.add_argument("--kills", type=int, default=1, help="SIGKILLs per run before the final resume")
     ap.add_argument("--json", help="write the runs and the totals to this file")
-    ap.add_argument("--fresh", action="store_true", help="a new interpreter per command (slow, exact)")
-    ap.add_argument("--work", help="work folder (default: a new temp folder)")
     args = ap.parse_args()
     t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="unikd-kill-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "kill")
     base = work / "base.yaml"
     base.write_text(BASE)
     runner = Runner("fresh" if args.fresh else "fork", timeout=600)
