@@ -7,6 +7,7 @@
 - :func:`fused_distill_loss` / :class:`FusedDistillLoss`: the same losses from hidden states and output
   heads, chunked over tokens, with the cross-entropy in the same pass; never the full logits.
 - Sparse teachers: :class:`SparseTeacher` (top-k log-probabilities + a tail bucket), :func:`sparse_topk`,
+  :func:`sparse_sample` (tokens drawn from the teacher: an unbiased estimate),
   and their cache :class:`SparseTeacherWriter` / :class:`SparseTeacherCache`.
 - Vocabulary checks: :func:`resolve_vocab`, :func:`check_same_tokenizer`; :func:`next_token_labels`.
 
@@ -33,6 +34,7 @@ from .fused import default_chunk_size, fused_distill_loss
 from .fused_reference import fused_distill_loss_reference
 from .modules import FusedDistillLoss, TokenDistillLoss
 from .rows import next_token_labels
+from .sampled import sparse_sample
 from .sparse import SparseTeacher, sparse_topk
 from .specs import TOKEN_LOSSES, list_token_losses
 from .vocab import check_same_tokenizer, resolve_vocab
@@ -58,6 +60,7 @@ __all__ = [
     "nkd_loss",
     "resolve_vocab",
     "reverse_kl_loss",
+    "sparse_sample",
     "sparse_topk",
     "taid_loss",
     "token_loss",

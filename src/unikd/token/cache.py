@@ -14,6 +14,7 @@ missing. :meth:`SparseTeacherWriter.finish` requires every sequence, then commit
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,22 @@ from unikd.cache.manifest import (
     write_manifest,
 )
 
+from .cache_read import KIND, PARTIAL, REBUILD, SparseTeacherCache
+from .sampled import sparse_sample
 from .sparse import TAIL_FLOOR, SparseTeacher, check_sparse_teacher, sparse_topk
 
-KIND = "token_topk"
 ARRAY = "tokens.npy"
 PARTIAL_ARRAY = ".tokens.npy.partial"
 MANIFEST = "manifest.json"
-PARTIAL = "manifest.partial.json"
-STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len")
-# How these caches are built: no command line builds them ('unikd cache-teacher' builds image caches).
-REBUILD = ("rebuild it with unikd.token.SparseTeacherWriter(folder, ..., overwrite=True) over the teacher's "
-           "outputs (docs/token.md)")
+STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len", "sampling")
+MODES = ("topk", "sample")
+
+
+def _sequence_generator(seed: int, index: int) -> torch.Generator:
+    """The draws of one sequence depend on (seed, sequence index) only: a build is the same whatever its
+    batching, and a resumed build draws what an uninterrupted one would."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
 def _positive(value: Any, name: str) -> int:
@@ -53,6 +59,11 @@ def _positive(value: Any, name: str) -> int:
 
 class SparseTeacherWriter:
     """Build (or resume) a sparse-teacher cache in ``folder``.
+
+    ``mode="topk"`` stores the k largest log-probabilities and the tail bucket (:func:`sparse_topk`);
+    ``mode="sample"`` stores k - 1 tokens drawn from the teacher plus a label slot, an unbiased estimate
+    (:func:`~unikd.token.sampled.sparse_sample`; ``proposal_temperature``, and ``seed`` with each sequence's
+    index seeding its draws). Both read back as the same :class:`SparseTeacher` records.
 
     ``identity`` (a JSON-able dict: teacher model and checkpoint hash, dataset, tokenizer, ...) is stored and
     compared when the cache is reopened or read; a folder holding another identity or other storage
@@ -79,8 +90,18 @@ class SparseTeacherWriter:
         identity: dict[str, Any],
         dtype: str = "fp16",
         overwrite: bool = False,
+        mode: str = "topk",
+        seed: int = 0,
+        proposal_temperature: float = 1.0,
     ) -> None:
         self.folder = Path(folder)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "sample" and not isinstance(k, bool) and isinstance(k, int) and k < 2:
+            raise ValueError(f"mode='sample' stores k - 1 draws plus a label slot: k must be >= 2, got {k}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.mode, self.seed, self.proposal_temperature = mode, seed, float(proposal_temperature)
         self.num_sequences = _positive(num_sequences, "num_sequences")
         self.seq_len = _positive(seq_len, "seq_len")
         self.vocab_size = _positive(vocab_size, "vocab_size")
@@ -100,6 +121,17 @@ class SparseTeacherWriter:
                 "seq_len": seq_len,
                 "bytes_per_token": self.row.itemsize,
                 "identity": identity,
+                **(
+                    {
+                        "sampling": {
+                            "draws": k - 1,
+                            "proposal_temperature": self.proposal_temperature,
+                            "seed": seed,
+                        }
+                    }
+                    if mode == "sample"
+                    else {}
+                ),
             }
         )
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -172,8 +204,8 @@ class SparseTeacherWriter:
     ) -> None:
         """Store the teacher outputs of sequences ``index`` ``(B,)``.
 
-        ``teacher``: logits ``(B, seq_len, V)`` (top-k taken here, with ``labels`` kept in the top-k, see
-        :func:`~unikd.token.sparse_topk`) or a :class:`SparseTeacher` ``(B, seq_len, k)``.
+        ``teacher``: logits ``(B, seq_len, V)`` (top-k taken or tokens drawn here, with ``labels`` kept among
+        the ids, see :func:`~unikd.token.sparse_topk`) or a :class:`SparseTeacher` ``(B, seq_len, k)``.
         """
         if self.array is None:
             raise RuntimeError(f"the cache in {self.folder} is complete; open a new writer to rebuild it")
@@ -185,7 +217,7 @@ class SparseTeacherWriter:
                     "teacher logits must have shape (B, seq_len, vocab_size) = "
                     f"{(*layout, self.vocab_size)}, got {tuple(teacher.shape)}"
                 )
-            sparse = sparse_topk(teacher, self.k, labels=labels, ignore_index=ignore_index)
+            sparse = self._sparse(idx, teacher, labels, ignore_index)
         else:
             if teacher.k != self.k:
                 raise ValueError(f"the sparse teacher has k={teacher.k} but this cache stores k={self.k}")
@@ -196,6 +228,23 @@ class SparseTeacherWriter:
         rows["indices"] = flat.ids.numpy()
         rows["residual"] = flat.tail.float().clamp_min(TAIL_FLOOR).numpy()
         self.array[idx] = rows.reshape(layout)
+
+    def _sparse(self, idx: np.ndarray, logits: Tensor, labels: Tensor | None, ignore: int) -> SparseTeacher:
+        if self.mode == "topk":
+            return sparse_topk(logits, self.k, labels=labels, ignore_index=ignore)
+        parts = [
+            sparse_sample(
+                logits[b],
+                self.k - 1,
+                labels=None if labels is None else labels[b],
+                ignore_index=ignore,
+                proposal_temperature=self.proposal_temperature,
+                generator=_sequence_generator(self.seed, int(i)),
+            )
+            for b, i in enumerate(idx)
+        ]
+        fields = ("logprobs", "ids", "tail")
+        return SparseTeacher(*(torch.stack([getattr(p, f) for p in parts]) for f in fields))
 
     def finish(self) -> Path:
         """Commit the array and write ``manifest.json`` (every sequence must have been written)."""
@@ -229,81 +278,6 @@ class SparseTeacherWriter:
             self.finish()
         elif self.array is not None:
             self.array.flush()  # keep what was written: the next writer resumes from it
-
-
-class SparseTeacherCache:
-    """A complete sparse-teacher cache, opened read-only: ``cache.read(index)`` -> :class:`SparseTeacher`.
-
-    ``read(index)`` returns the records of sequences ``index`` ``(B,)`` as float32 log-probabilities, int64
-    ids and tails of shape ``(B, seq_len, k)`` / ``(B, seq_len)`` on ``device``.
-    """
-
-    def __init__(self, folder: str | Path, device: torch.device | str = "cpu") -> None:
-        self.folder = Path(folder)
-        self.device = torch.device(device)
-        manifest = read_manifest(self.folder, rebuild=REBUILD) if self.folder.is_dir() else None
-        if manifest is None:
-            partial = self.folder.is_dir() and (
-                read_manifest(self.folder, PARTIAL, rebuild=REBUILD) is not None
-            )
-            raise ValueError(
-                f"{self.folder} is not a complete sparse-teacher cache"
-                + (
-                    " (its build was interrupted: resume it with SparseTeacherWriter)"
-                    if partial
-                    else " (no manifest.json); build one with SparseTeacherWriter"
-                )
-            )
-        if manifest.get("kind") != KIND:
-            raise ValueError(
-                f"{self.folder} holds a teacher cache of kind {manifest.get('kind')!r}, not {KIND!r}"
-            )
-        self.manifest = manifest
-        self.k = int(manifest["k"])
-        self.vocab_size = int(manifest["num_classes"])
-        self.num_sequences = int(manifest["num_samples"])
-        self.seq_len = int(manifest["seq_len"])
-        path = self.folder / manifest["file"]
-        fix = f"Delete the folder, or {REBUILD}."
-        integrity.verify_file(path, manifest.get("sha256"), what="sparse-teacher cache array", fix=fix)
-        self.array = storage.open_shard(path)
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return self.manifest["identity"]
-
-    def check(self, identity: dict[str, Any]) -> None:
-        """Raise :class:`~unikd.cache.CacheMismatchError` naming the first field where the cache's identity
-        differs from ``identity`` (every key of either side is compared)."""
-        fields = tuple(sorted(set(self.identity) | set(identity)))
-        check_identity(
-            self.identity,
-            normalise(identity),
-            where=self.folder,
-            fields=fields,
-            fix="Rebuild it with SparseTeacherWriter for this teacher and data.",
-        )
-
-    def read(self, index: Tensor) -> SparseTeacher:
-        idx = torch.as_tensor(index).detach().cpu().numpy().astype(np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_sequences):
-            raise ValueError(
-                f"index holds sequence indices outside 0..{self.num_sequences - 1} "
-                f"(min {idx.min()}, max {idx.max()})"
-            )
-        rows = self.array[idx]  # (B, seq_len) records, a copy
-        if np.isnan(rows["residual"]).any():
-            raise CacheMismatchError(
-                f"sparse-teacher cache {self.folder} has unwritten records for sequences {idx}"
-            )
-        out = SparseTeacher(
-            torch.from_numpy(rows["values"].astype(np.float32)),
-            torch.from_numpy(rows["indices"].astype(np.int64)),
-            torch.from_numpy(rows["residual"].astype(np.float32)),
-        )
-        return out.to(self.device)
-
-    __call__ = read
 
 
 __all__ = ["SparseTeacherCache", "SparseTeacherWriter"]
