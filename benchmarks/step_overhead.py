@@ -1,7 +1,8 @@
 """Training-step overhead of each method against a reference method (plain CE by default) on the same
 student, in one run, as ratios.
 
-For every (teacher -> student) pair this builds the harness's own components (``unikd.engine.loop.setup.build``:
+For every (teacher -> student) pair this builds the harness's own components
+(``unikd.engine.loop.setup.build``:
 model, loss module, live teacher, optimiser, scheduler, autocast) for each method and times
 ``Trainer.step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
 pre-drawn batches. Methods are interleaved step by step (round robin) so that drifts of the machine (other

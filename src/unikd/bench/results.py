@@ -56,7 +56,8 @@ CSV_COLUMNS = [
 ]
 # Test-split metrics of runs that select their epoch on a held-out validation split (``final_test``).
 TEST_KEYS = tuple(f"test_{when}_{m}" for when in ("selected", "last") for m in ("top1", "top5", "nll", "ece"))
-# Top-1 on the dropped and on the kept classes of runs with data.drop_classes (unikd.engine.eval.class_metrics);
+# Top-1 on the dropped and on the kept classes of runs with data.drop_classes
+# (unikd.engine.eval.class_metrics);
 # their CSV columns are written only when some run dropped classes.
 CLASS_KEYS = tuple(f"{when}_top1_{g}" for when in ("best", "last", "test_selected", "test_last")
                    for g in ("dropped", "kept"))

@@ -103,7 +103,8 @@ class DiagnosticsConfig:
 
 @dataclass
 class SelectionConfig:
-    # dynamic instance selection (unikd.engine.objective.selection): the objective on the rows the teacher and the
+    # dynamic instance selection (unikd.engine.objective.selection): the objective on the rows the
+    # teacher and the
     # student predict confidently
     method: str | None = None  # null = off | kd3
     threshold: float = 0.5  # a row trains when the largest combined probability is at least this

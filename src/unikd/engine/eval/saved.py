@@ -42,7 +42,8 @@ def evaluate_checkpoint(
     ``network`` picks a peer of online training (``peer1``, ...) instead of the student.
     ``classes`` (e.g. a run's dropped classes) adds ``top1_classes`` / ``count_classes`` over the samples of
     those classes and ``top1_rest`` / ``count_rest`` over the others (a top-1 is None without samples).
-    ``bias_shift`` adds the bias-shift fix (:mod:`unikd.engine.eval.bias_shift`) of those classes (default: the
+    ``bias_shift`` adds the bias-shift fix (:mod:`unikd.engine.eval.bias_shift`) of those classes
+    (default: the
     run's ``data.drop_classes``): one constant ``b`` of ``bias_grid`` (default ``0:20:0.25``) added to their
     logits, chosen on the run's validation split, then ``split`` (default then: test; never val) scored with
     it: ``bias_shift``, ``bias_grid``, ``bias_val_top1`` / ``bias_val_top1_unshifted`` (validation top-1

@@ -129,7 +129,8 @@ def _lock(folder: Path) -> FolderLock:
 @contextlib.contextmanager
 def claim_run_folder(cfg: Config, info: DistInfo) -> Iterator[None]:
     """Rank 0: lock ``cfg.out_dir``, sweep dead writers' temp files, apply :func:`check_reuse`; release on
-    exit. ``OSError``s about files in the folder leave as :class:`~unikd.engine.run.write_errors.RunWriteError`.
+    exit. ``OSError``s about files in the folder leave as
+    :class:`~unikd.engine.run.write_errors.RunWriteError`.
     """
     folder = Path(cfg.out_dir)
     lock = None

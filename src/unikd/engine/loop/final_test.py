@@ -112,7 +112,8 @@ def final_test(c: Any) -> dict[str, Any]:
 
 def bias_fix(c: Any, model: Any, test_loader: Any) -> dict[str, Any]:
     """The bias-shift fix (:mod:`unikd.engine.eval.bias_shift`) of the selected weights of a run with dropped
-    classes: ``b`` chosen on the validation split (the grid :data:`~unikd.engine.eval.bias_shift.DEFAULT_GRID`),
+    classes: ``b`` chosen on the validation split (the grid
+    :data:`~unikd.engine.eval.bias_shift.DEFAULT_GRID`),
     then the test split scored once with it. Keys: ``bias_shift``, ``bias_shift_grid``,
     ``val_selected_biasfix_top1`` (validation top-1 with ``b``; at ``b = 0`` it is ``best_top1``) and
     ``test_selected_biasfix_top1{,_dropped,_kept}``."""

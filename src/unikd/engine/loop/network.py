@@ -84,7 +84,8 @@ class Network:
                 self.ema.load_state_dict(sd["ema"])
             else:
                 self.ema.module.load_state_dict(sd["model"])
-        load_objective(self.objective, sd.get("objective", {}) if objective is None else objective, path, whose)
+        state = sd.get("objective", {}) if objective is None else objective
+        load_objective(self.objective, state, path, whose)
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
 

@@ -49,7 +49,8 @@ def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: int, path: 
 
 def restore(c: Components, found: tuple[Path, dict[str, Any]] | None) -> Path | None:
     """Load the checkpoint :func:`resume_checkpoint` found (checked by
-    :func:`~unikd.engine.loop.resume_check.check_resume`) into every stateful component; restore the RNGs last."""
+    :func:`~unikd.engine.loop.resume_check.check_resume`) into every stateful component; restore the RNGs
+    last."""
     if found is None:
         return None
     path, ckpt = found

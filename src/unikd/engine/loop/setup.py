@@ -99,8 +99,8 @@ def build(cfg: Config, info: DistInfo) -> Components:
         online = build_online(cfg, info, plans, pre, num_classes=d.num_classes, in_chans=d.in_chans,
                               sample=d.sample, num_samples=len(d.train_ds), steps_per_epoch=steps)
     # Attached after the EMA copy (which must not inherit the hooks) and before the first step.
-    student = Network("student", cfg.model, model, ddp_model, objective, TapSet(model, student_specs(objective)),
-                      optimizer, scheduler, ema)
+    taps = TapSet(model, student_specs(objective))
+    student = Network("student", cfg.model, model, ddp_model, objective, taps, optimizer, scheduler, ema)
     c = Components(
         cfg=cfg, info=info, num_classes=d.num_classes, in_chans=d.in_chans, train_ds=d.train_ds,
         val_ds=d.val_ds, train_loader=d.train_loader, val_loader=d.val_loader,

@@ -57,11 +57,16 @@ def train_step(c: Any, batch: Any, epoch: int, position: int, steps: int, where:
     with c.autocast():
         logits = [net.ddp_model(images) for net in nets]  # every network once, same images
         detached = [z.detach() for z in logits]
+        # offline the teacher's logits; online the other networks' (a term reading them averages over them)
+        if len(nets) > 1:
+            teachers: list[Any] = [[d for j, d in enumerate(detached) if j != k] for k in range(len(nets))]
+        else:
+            teachers = [teacher_logits]
         outs = [
             net.objective(
                 logits[k],
                 target,
-                teacher_logits=[d for j, d in enumerate(detached) if j != k] if len(nets) > 1 else teacher_logits,
+                teacher_logits=teachers[k],
                 student_taps=net.taps.outputs(),
                 teacher_taps=c.teacher_taps.outputs(),
                 indices=batch.index,

@@ -60,7 +60,8 @@ def train(cfg: Config) -> dict[str, Any]:
     """Train according to ``cfg`` and return the summary (also written to ``out_dir/summary.json``).
 
     Launched by ``torchrun``, each process calls this and the run uses DDP. Raises ``ValueError`` /
-    ``FileNotFoundError`` for bad configs, data or checkpoints, :class:`~unikd.engine.loop.step.NonFiniteLossError`
+    ``FileNotFoundError`` for bad configs, data or checkpoints,
+    :class:`~unikd.engine.loop.step.NonFiniteLossError`
     when a loss term stops being finite (the last good checkpoint is kept) and :class:`TrainingInterrupted`
     after SIGINT/SIGTERM (``last.pt`` saved first).
     """

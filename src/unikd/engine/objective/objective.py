@@ -65,7 +65,8 @@ class Objective(nn.Module):
         ce_weight: weight of the cross-entropy with the labels.
         smoothing: label smoothing of that cross-entropy.
         monitors: compute and log the terms' monitor values (False skips them: they cost a few ms a step).
-        selection: the dynamic instance selection (:mod:`unikd.engine.objective.selection`): the CE and every term
+        selection: the dynamic instance selection (:mod:`unikd.engine.objective.selection`): the CE and
+        every term
             then see the selected rows only, and the selected fraction is logged as ``selected``.
     """
 
@@ -131,7 +132,8 @@ class Objective(nn.Module):
         """Named 0-dim float32 terms; ``"loss"`` is the weighted total that is back-propagated.
 
         ``student_taps`` / ``teacher_taps`` map tap specs to the tensors captured in this step's forward
-        passes (:class:`~unikd.engine.objective.taps.TapSet`). In online training ``teacher_logits`` is the list of
+        passes (:class:`~unikd.engine.objective.taps.TapSet`). In online training ``teacher_logits`` is
+        the list of
         the other networks' logits: a term that reads them is averaged over the list (DML's
         ``1/(K-1) sum_{l != k}``), each element in turn being its ``teacher_logits``. ``images``: the batch.
         """

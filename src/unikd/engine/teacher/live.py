@@ -75,7 +75,8 @@ def load_teacher_model(
     A unikd checkpoint records the model it was saved from: a different ``teacher.model`` is an error
     (rather than a confusing key mismatch). Its class count wins over ``num_classes`` so that the
     preflight can report a mismatch with the student clearly. ``pretrained=True`` (no checkpoint) takes
-    the library's weights or the teacher registry's entry for ``dataset`` (:mod:`unikd.engine.teacher.pretrained`).
+    the library's weights or the teacher registry's entry for ``dataset``
+    (:mod:`unikd.engine.teacher.pretrained`).
     """
     from unikd.models import create_model
 
