@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from unikd._atomic import atomic_write, atomic_write_text
+from unikd.engine.teacher.unpickle import read_state as _read_state
 from unikd.registry import unknown_name_message
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
@@ -132,34 +133,6 @@ def _urllib_fetch(url: str, dest: Path) -> None:
 def _copy(src: Any, dst: Any) -> None:
     while block := src.read(1 << 20):
         dst.write(block)
-
-
-def _allowed_globals() -> list[Any]:
-    """What published teacher pickles hold besides tensors: the training script's argparse options and
-    numpy scalars (the accuracy); allowed for ``weights_only`` loading, nothing else is."""
-    import argparse
-
-    import numpy as np
-
-    scalar = np.float64(0).__reduce__()[0]
-    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64")]
-    return [argparse.Namespace, scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def _read_state(raw: bytes, entry: TeacherWeights) -> dict[str, torch.Tensor]:
-    safe = getattr(torch.serialization, "safe_globals", None)
-    if safe is None:
-        raise RuntimeError(
-            f"loading teacher {entry.name!r} needs torch >= 2.4 (torch.serialization.safe_globals)"
-        )
-    with safe(_allowed_globals()):
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    state = obj[entry.state_key] if entry.state_key is not None and isinstance(obj, dict) else obj
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"teacher {entry.name!r}: the file does not hold a state dict under {entry.state_key!r}"
-        )
-    return state
 
 
 def _fetch_source(src: Source, folder: Path, fetch: Callable[[str, Path], None]) -> bytes:
