@@ -144,7 +144,7 @@ def damage(kind: str, path: Path, other: Path, marker: Path) -> bool:
         else:
             path.mkdir()
     elif kind == "pickle" and path.suffix == ".pt":
-        from unikd.engine.checkpoint import atomic_save
+        from unikd.engine.run.checkpoint import atomic_save
 
         atomic_save({"format": "unikd-checkpoint", "model": Payload(marker), "optimizer": {}}, path)
     elif kind == "pickle":

@@ -118,7 +118,7 @@ class Runner:
 
             import unikd.cache.build  # noqa: F401  (everything the commands import, once)
             import unikd.cli
-            import unikd.engine.trainer  # noqa: F401
+            import unikd.engine.loop.trainer  # noqa: F401
 
             torch.set_num_threads(1)
             for name in unikd.cli.COMMANDS:
@@ -193,7 +193,7 @@ def run_weights(folder: str | Path) -> dict[str, Any]:
     """The tensors that decide a run's future: last.pt's model, train_model, objective, optimizer state."""
     import torch
 
-    from unikd.engine.checkpoint import load_checkpoint
+    from unikd.engine.run.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(Path(folder) / "last.pt")
     out: dict[str, Any] = {"global_step": ckpt.get("global_step")}

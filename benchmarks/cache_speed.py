@@ -81,7 +81,7 @@ def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -
     from unikd.cache import read_manifest
     from unikd.cache.build import build_teacher_cache
     from unikd.engine.config import load_config
-    from unikd.engine.trainer import train
+    from unikd.engine.loop.trainer import train
     from unikd.models import create_model
 
     tag = f"{teacher}-{student}"
@@ -94,7 +94,7 @@ def run_pair(args: argparse.Namespace, teacher: str, student: str, work: Path) -
     cfg_kd = load_config(None, base + kd)
 
     cache_dir = work / f"cache-{tag}"
-    from unikd.engine.setup import build_datasets
+    from unikd.engine.loop.setup import build_datasets
 
     build_datasets(cfg_kd)  # decode/cache the images first, so the build time below is the teacher pass
     shutil.rmtree(cache_dir, ignore_errors=True)  # time a full build, not the reuse of an earlier one

@@ -1,7 +1,7 @@
 """Cost of the per-term gradient diagnostics (``diagnostics.every``): training steps with diagnostics off and
 on, side by side in one run, as ratios.
 
-For each objective this builds the harness's own components (``unikd.engine.setup.build``) three times --
+For each objective this builds the harness's own components (``unikd.engine.loop.setup.build``) three times --
 ``diagnostics.every`` 0 (off), 10 and 1 -- and times ``Trainer.step`` on the same pre-drawn batches. The
 configurations are interleaved block by block (round robin, blocks of ``--block`` steps, so a block of
 ``every=10`` holds exactly one measurement) so that drifts of a shared machine hit all of them alike:
@@ -38,9 +38,9 @@ EVERY = (0, 10, 1)
 
 def _trainer(method: str, every: int, student: str, teacher: str, ckpt: Path, data: Path, work: Path, args):
     from unikd.engine.config import load_config
-    from unikd.engine.distributed import init_distributed
-    from unikd.engine.setup import build
-    from unikd.engine.trainer import Trainer
+    from unikd.engine.loop.setup import build
+    from unikd.engine.loop.trainer import Trainer
+    from unikd.engine.run.distributed import init_distributed
 
     over = [
         *(f"{k}={v}" for k, v in _objective(method).items()),
@@ -62,7 +62,7 @@ def _trainer(method: str, every: int, student: str, teacher: str, ckpt: Path, da
 
 
 def measure(method: str, args) -> dict[int, list[float]]:
-    from unikd.engine.checkpoint import atomic_save
+    from unikd.engine.run.checkpoint import atomic_save
     from unikd.models import create_model
 
     teacher, student = args.pair.split(":")

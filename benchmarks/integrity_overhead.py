@@ -53,8 +53,8 @@ def _checkpoint(params: int) -> dict:
 
 
 def bench_checkpoints(repeats: int, sizes: dict[str, int]) -> None:
-    from unikd.engine.checkpoint import atomic_save, load_checkpoint
-    from unikd.engine.last_checkpoint import save_last
+    from unikd.engine.run.checkpoint import atomic_save, load_checkpoint
+    from unikd.engine.run.last_checkpoint import save_last
 
     print("checkpoint write + read (median ms)")
     print(f"{'checkpoint':24s} {'MB':>7s} {'plain':>9s} {'checksum':>9s} {'ratio':>6s} {'save_last':>9s} "

@@ -59,7 +59,7 @@ def whole(folder: Path) -> list[str]:
     """Files under their final name that do not read back (empty list: all whole)."""
     import yaml
 
-    from unikd.engine.checkpoint import load_checkpoint, load_safetensors
+    from unikd.engine.run.checkpoint import load_checkpoint, load_safetensors
 
     bad = []
     for path in sorted(folder.rglob("*")):

@@ -38,7 +38,7 @@ from _reliability import (
     work_folder,
 )
 
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 BASE = """\
 model: tiny_cnn

@@ -1,7 +1,8 @@
 """Training-step overhead of each method against a reference method (plain CE by default) on the same
 student, in one run, as ratios.
 
-For every (teacher -> student) pair this builds the harness's own components (``unikd.engine.setup.build``:
+For every (teacher -> student) pair this builds the harness's own components
+(``unikd.engine.loop.setup.build``:
 model, loss module, live teacher, optimiser, scheduler, autocast) for each method and times
 ``Trainer.step`` -- the exact optimiser step ``unikd train`` runs, teacher forward included -- on the same
 pre-drawn batches. Methods are interleaved step by step (round robin) so that drifts of the machine (other
@@ -86,9 +87,9 @@ def _components(
     method: str, student: str, teacher: str, ckpt: Path, data: Path, args: argparse.Namespace, work: Path
 ):
     from unikd.engine.config import load_config
-    from unikd.engine.distributed import init_distributed
-    from unikd.engine.setup import build
-    from unikd.engine.trainer import Trainer
+    from unikd.engine.loop.setup import build
+    from unikd.engine.loop.trainer import Trainer
+    from unikd.engine.run.distributed import init_distributed
 
     over = [
         *(f"{k}={v}" for k, v in _objective(method).items()),
@@ -115,7 +116,7 @@ def _components(
 def measure_pair(
     student: str, teacher: str, args: argparse.Namespace
 ) -> list[tuple[str, float, float, float]]:
-    from unikd.engine.checkpoint import atomic_save
+    from unikd.engine.run.checkpoint import atomic_save
     from unikd.models import create_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ def _load(path):
 
 
 def _needs_teacher(cfg) -> bool:
-    from unikd.engine.terms import plan_terms  # the harness's own rule: what the terms read
+    from unikd.engine.objective.build import plan_terms  # the harness's own rule: what the terms read
 
     return any(p.needs_teacher for p in plan_terms(cfg))
 

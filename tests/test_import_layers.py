@@ -14,7 +14,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # unit -> (layer, module prefixes). Higher layers may import lower ones; a unit may import itself and
-# other units of its own layer (no cycles between them). The most specific prefix decides.
+# other units of its own layer (no cycles between them). The most specific prefix decides. The engine is
+# split into rooms along a run's flow (docs/architecture.md): run/optim, then config, then
+# eval/teacher/objective, then loop; its package root is a facade over them.
 UNITS: dict[str, tuple[int, tuple[str, ...]]] = {
     "floor": (0, ("unikd.registry", "unikd._atomic", "unikd._optional", "unikd._lock", "unikd._process",
                   "unikd._progress", "unikd._files", "unikd._yaml", "unikd.integrity")),
@@ -22,18 +24,26 @@ UNITS: dict[str, tuple[int, tuple[str, ...]]] = {
     "data": (1, ("unikd.data",)),
     "losses": (1, ("unikd.losses",)),
     "token": (1, ("unikd.token",)),
+    "stats": (1, ("unikd.stats",)),
     "cache.read": (1, ("unikd.cache",)),
-    "engine": (2, ("unikd.engine",)),
-    "cache.build": (3, ("unikd.cache.build", "unikd.cache.writer")),
-    "bench": (4, ("unikd.bench",)),
-    "lm": (4, ("unikd.lm",)),
-    "demo": (4, ("unikd.demo",)),
-    "cli": (5, ("unikd.cli", "unikd.__main__")),
+    "engine.run": (2, ("unikd.engine.run",)),
+    "engine.optim": (2, ("unikd.engine.optim",)),
+    "engine.config": (3, ("unikd.engine.config",)),
+    "engine.eval": (4, ("unikd.engine.eval",)),
+    "engine.teacher": (4, ("unikd.engine.teacher",)),
+    "engine.objective": (4, ("unikd.engine.objective",)),
+    "engine.loop": (5, ("unikd.engine.loop",)),
+    "engine": (6, ("unikd.engine",)),  # the package root only: every module lives in a room above
+    "cache.build": (7, ("unikd.cache.build",)),
+    "bench": (8, ("unikd.bench",)),
+    "lm": (8, ("unikd.lm",)),
+    "demo": (8, ("unikd.demo",)),
+    "cli": (9, ("unikd.cli", "unikd.__main__")),
 }
 # The package root re-exports the public API of every layer (it is the facade, not a layer).
 FACADE = "unikd"
-LEAVES = ("models", "data", "losses", "token", "cache.read")
-
+LEAVES = ("models", "data", "losses", "token", "stats", "cache.read")
+ENGINE_LAYER = UNITS["engine.run"][0]  # the lowest floor of the engine
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
@@ -115,7 +125,7 @@ def test_imports_point_down():
 
 def test_leaves_never_import_engine_bench_cli_or_lm():
     bad = [f"{where}:{line} {src} imports {dst}" for src, dst, where, line in _graph()
-           if _unit(src) in LEAVES and _unit(dst) in ("engine", "cache.build", "bench", "lm", "demo", "cli")]
+           if _unit(src) in LEAVES and _unit(dst) is not None and UNITS[_unit(dst)][0] >= ENGINE_LAYER]
     assert not bad, "\n".join(bad)
 
 
@@ -146,5 +156,66 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     pkg = SRC / "unikd" / "losses" / "kd.py"
     names = [name for name, _ in _imports(pkg, "unikd.losses.kd")]
     assert "unikd.losses._common" in names
-    setup = [name for name, _ in _imports(SRC / "unikd" / "engine" / "setup.py", "unikd.engine.setup")]
+    setup_py = SRC / "unikd" / "engine" / "loop" / "parts.py"
+    setup = [name for name, _ in _imports(setup_py, "unikd.engine.loop.parts")]
     assert "unikd.models" in setup  # imported inside functions there
+
+
+def _file_cycles(edges: list[tuple[str, str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    graph: dict[str, set[str]] = {}
+    for src, dst in edges:
+        graph.setdefault(src, set()).add(dst)
+        graph.setdefault(dst, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return groups
+
+
+def test_no_cycles_between_files():
+    # Module-level, not only unit-level: a lazy import inside a function is still an edge, so two files that
+    # import each other (even one of them lazily, or under TYPE_CHECKING) fail here.
+    edges = [(src, dst) for src, dst, _, _ in _graph() if src != FACADE and dst != FACADE and src != dst]
+    cycles = _file_cycles(edges)
+    assert not cycles, "import cycles between files:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    # The finder must not be blind: a -> b -> c -> a is one group, a tree is none.
+    assert _file_cycles([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == [["a", "b", "c"]]
+    assert _file_cycles([("a", "b"), ("a", "c"), ("b", "c")]) == []
+
+
+def test_engine_modules_live_in_rooms():
+    # Every engine module sits in one of the sub-packages; only the facade lives at engine/ itself.
+    flat = sorted(p.name for p in (SRC / "unikd" / "engine").glob("*.py") if p.name != "__init__.py")
+    assert not flat, f"engine/ files outside a room (move them into a sub-package): {flat}"
+

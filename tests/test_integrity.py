@@ -18,7 +18,7 @@ import torch
 from unikd import integrity
 from unikd._atomic import atomic_write, atomic_write_text, stale_temp_files, temp_path
 from unikd._lock import FolderLock, FolderLockedError
-from unikd.engine.checkpoint import atomic_save, load_checkpoint, load_safetensors, save_safetensors
+from unikd.engine.run.checkpoint import atomic_save, load_checkpoint, load_safetensors, save_safetensors
 from unikd.integrity import IntegrityError
 
 

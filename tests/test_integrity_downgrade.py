@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unikd import integrity
-from unikd.engine.checkpoint import (
+from unikd.engine.run.checkpoint import (
     CHECKPOINT_FORMAT,
     SEALED_VERSION,
     atomic_save,
@@ -21,7 +21,7 @@ from unikd.engine.checkpoint import (
     load_safetensors,
     save_safetensors,
 )
-from unikd.engine.last_checkpoint import PREVIOUS, load_latest, save_last
+from unikd.engine.run.last_checkpoint import PREVIOUS, load_latest, save_last
 from unikd.integrity import IntegrityError
 
 
@@ -123,7 +123,7 @@ def test_a_truncated_or_empty_last_pt_never_replaces_a_good_last_prev_pt(tmp_pat
 def test_a_failed_copy_into_last_prev_pt_leaves_no_temp_file(tmp_path, monkeypatch):
     import shutil
 
-    from unikd.engine import last_checkpoint
+    from unikd.engine.run import last_checkpoint
 
     last = tmp_path / "last.pt"
     save_last(_ckpt(1), last)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _harness_ready() -> str | None:
     try:
         import unikd.cli.train  # noqa: F401
-        import unikd.engine.trainer  # noqa: F401
+        import unikd.engine.loop.trainer  # noqa: F401
         from unikd.cli import build_parser
 
         build_parser()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from unikd.bench.report import build_report
 from unikd.bench.spec import Comparison
-from unikd.bench.stats import holm_adjust, one_sided_upper, paired_difference, t_quantile, verdict
+from unikd.stats import holm_adjust, one_sided_upper, paired_difference, t_quantile, verdict
 
 
 def _diff(diffs: list[float]):

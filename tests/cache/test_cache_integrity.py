@@ -12,9 +12,9 @@ import torch
 from cache_fakes import CountingTeacher, FakeLoader, identity
 
 from unikd.cache import TeacherCache
+from unikd.cache.build.writer import write_cache
 from unikd.cache.manifest import MANIFEST, PARTIAL, read_manifest, write_manifest
 from unikd.cache.storage import shard_name
-from unikd.cache.writer import write_cache
 from unikd.integrity import IntegrityError
 
 N, B, C = 20, 4, 10

@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("unikd.losses", reason="needs the losses package")
 from unikd.cache import CacheMismatchError, read_manifest  # noqa: E402
 from unikd.cache.build import build_teacher_cache  # noqa: E402
-from unikd.engine.checkpoint import load_checkpoint  # noqa: E402
 from unikd.engine.config import load_config  # noqa: E402
-from unikd.engine.trainer import train  # noqa: E402
+from unikd.engine.loop.trainer import train  # noqa: E402
+from unikd.engine.run.checkpoint import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 5, 16, 40
@@ -166,8 +166,8 @@ def _cli_overrides(tmp, kd):
 
 def test_world_size_2_build_replays_each_ranks_batches(setup):
     from unikd.cache import open_teacher_cache
-    from unikd.engine import setup as harness
-    from unikd.engine.distributed import DistInfo
+    from unikd.engine.loop import setup as harness
+    from unikd.engine.run.distributed import DistInfo
 
     tmp, kd, cache32, _ = setup
     cfg = _cfg(tmp, *kd)

@@ -12,8 +12,8 @@ import torch
 from cache_fakes import CountingTeacher, FakeLoader, identity, view
 
 from unikd.cache import CacheMismatchError, TeacherCache
+from unikd.cache.build.writer import write_cache
 from unikd.cache.manifest import IDENTITY_FIELDS, MANIFEST, PARTIAL, read_manifest
-from unikd.cache.writer import write_cache
 
 N, B, C = 20, 4, 10
 

@@ -20,7 +20,7 @@ from loss_inputs import build, call, convert, leaves
 
 import unikd.token as T
 from unikd.engine import evaluate_checkpoint, load_config, train
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 from unikd.losses import LOSS_FUNCTIONS
 
 DEVICE = os.environ.get("UNIKD_CUDA_TEST_DEVICE", "cuda")
@@ -170,9 +170,8 @@ def test_ddp_nccl_with_sync_bn_matches_one_process(npz_data, tmp_path):
 def test_teacher_cache_on_the_device(npz_data, tmp_path):
     from unikd.cache import open_teacher_cache
     from unikd.cache.build import build_teacher_cache
-    from unikd.engine import setup
-    from unikd.engine.distributed import DistInfo
-    from unikd.engine.evaluate import autocast_factory
+    from unikd.engine.loop import setup
+    from unikd.engine.run.distributed import DistInfo, autocast_factory
 
     _run(npz_data, tmp_path / "teacher", epochs=2)
     teacher = str(tmp_path / "teacher" / "best.pt")

@@ -8,7 +8,7 @@ import torch
 
 from unikd.data import ArrayDataset, InMemoryLoader, apply_drop, drop_classes, resolve_drop_classes
 from unikd.engine import load_config
-from unikd.engine.setup import build_datasets
+from unikd.engine.loop.setup import build_datasets
 
 
 def _toy(n_classes=5, per_class=4):

@@ -13,7 +13,7 @@ import torch
 from unikd.data import ArrayDataset, build_transfer_set, create_dataset, parse_transfer
 from unikd.data.transfer import convert_channels, describe_transfer
 from unikd.engine import load_config
-from unikd.engine.setup import build_datasets
+from unikd.engine.loop.setup import build_datasets
 
 
 def _npz(path: Path, *, channels: int = 3, size: int = 12, classes: int = 5, per_class: int = 6) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from unikd.engine.bias_shift import (
+from unikd.engine.eval.bias_shift import (
     DEFAULT_GRID,
     ShiftedLogits,
     grid_hits,
@@ -21,8 +21,8 @@ from unikd.engine.bias_shift import (
     select_bias,
     shift_logits,
 )
-from unikd.engine.evaluate import evaluate
-from unikd.engine.metrics import classification_metrics
+from unikd.engine.eval.evaluate import evaluate
+from unikd.engine.eval.metrics import classification_metrics
 
 # Three classes, class 2 dropped. Each row is right for a known range of b (added to column 2):
 #   row 0, target 2: right for b > 2.1      row 1, target 2: right for b > 0.7

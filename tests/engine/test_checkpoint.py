@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from unikd.engine import checkpoint as ck
-from unikd.engine.checkpoint import (
+from unikd.engine.run import checkpoint as ck
+from unikd.engine.run.checkpoint import (
     atomic_save,
     load_checkpoint,
     load_safetensors,

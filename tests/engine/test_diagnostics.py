@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
-from unikd.engine.trainer import Trainer
+from unikd.engine.loop.setup import build
+from unikd.engine.loop.trainer import Trainer
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 from unikd.losses import tfkd_loss
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))

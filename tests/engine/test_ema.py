@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from unikd.engine.ema import ModelEMA
+from unikd.engine.optim.ema import ModelEMA
 
 
 def _model():

@@ -11,8 +11,8 @@ from harness_support import base_overrides
 
 from unikd.data import InMemoryLoader, create_dataset
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.evaluate import evaluate
+from unikd.engine.eval.evaluate import evaluate
+from unikd.engine.run.checkpoint import load_checkpoint
 from unikd.models import create_model
 
 

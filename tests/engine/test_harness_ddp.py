@@ -11,7 +11,7 @@ import pytest
 import torch
 from harness_support import base_overrides, subprocess_env
 
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))

@@ -15,9 +15,9 @@ from harness_support import base_overrides
 from unikd.cache import CacheMismatchError
 from unikd.cache.build import build_teacher_cache
 from unikd.engine import evaluate_checkpoint, load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
+from unikd.engine.loop.setup import build
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 DIGITS = ["model=tiny_cnn", "data.name=digits", "data.val_split=10", "data.batch_size=64", "epochs=2",
@@ -92,7 +92,7 @@ def test_eval_cli_prints_the_classes_and_the_rest(digits_run, capsys):
 
 def test_the_bias_shift_is_chosen_on_validation_and_reported_on_test(digits_run, capsys):
     from unikd.cli import main
-    from unikd.engine.bias_shift import DEFAULT_GRID
+    from unikd.engine.eval.bias_shift import DEFAULT_GRID
 
     out, summary = digits_run
     b = summary["bias_shift"]

@@ -10,8 +10,8 @@ import torch
 from harness_support import base_overrides, make_npz
 
 from unikd.engine import NonFiniteLossError, load_config, train
-from unikd.engine.checkpoint import load_checkpoint, save_safetensors
-from unikd.engine.objective import Objective
+from unikd.engine.objective.objective import Objective
+from unikd.engine.run.checkpoint import load_checkpoint, save_safetensors
 from unikd.models import create_model
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from unikd.data import ArrayDataset, InMemoryLoader
 from unikd.engine import evaluate
-from unikd.engine.metrics import classification_metrics
+from unikd.engine.eval.metrics import classification_metrics
 
 
 def test_evaluate_matches_metrics_of_all_logits_and_restores_train_mode():

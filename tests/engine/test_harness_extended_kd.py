@@ -10,9 +10,9 @@ import torch
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
+from unikd.engine.loop.setup import build
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 # a half-width student (8/16/32 channels) under the 16/32/64 teacher: every segment needs a connector
@@ -57,7 +57,7 @@ def test_connectors_are_optimised_and_the_preflight_names_the_segments(npz_data,
     assert len(params) == 9 and {id(p) for p in params} <= optimised
     before = [p.detach().clone() for p in params]
     c.train_loader.set_epoch(0)
-    from unikd.engine.trainer import Trainer
+    from unikd.engine.loop.trainer import Trainer
 
     trainer = Trainer(c)
     for i, batch in zip(range(2), c.train_loader):

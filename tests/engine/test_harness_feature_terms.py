@@ -14,9 +14,9 @@ from harness_support import base_overrides, subprocess_env, train_command
 from test_harness_resume import _assert_identical, _run_until
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
+from unikd.engine.loop.setup import build
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 

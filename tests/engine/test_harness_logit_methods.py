@@ -11,8 +11,8 @@ import torch
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.terms import plan_terms
+from unikd.engine.objective.build import plan_terms
+from unikd.engine.run.checkpoint import load_checkpoint
 
 RUNS = [
     ("dist", {"loss.temperature": 4.0, "loss.weight": 2.0}),

@@ -17,7 +17,7 @@ import torch
 from harness_support import TRAIN_SNIPPET, base_overrides, run_train, subprocess_env, train_command
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import torch
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
-from unikd.engine.trainer import Trainer
+from unikd.engine.loop.setup import build
+from unikd.engine.loop.trainer import Trainer
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 COMBINED = "loss.terms={nkd: {temperature: 1.0}, fitnet: {weight: 10}, at: {weight: 100, warmup_epochs: 1}}"
@@ -126,7 +126,7 @@ def test_feature_terms_use_the_live_teacher_even_with_a_cache(npz_data, teacher_
 
 
 def test_checkpoints_from_before_the_terms_form_resume_their_single_loss_module(npz_data, tmp_path):
-    from unikd.engine.resume import _restore_objective
+    from unikd.engine.loop.resume import _restore_objective
 
     c = build(load_config(None, base_overrides(npz_data, tmp_path, method="uskd")), CPU)
     head = c.objective.terms["uskd"].head

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint, load_safetensors
-from unikd.engine.distributed import DistInfo
-from unikd.engine.objective import Objective, Term
-from unikd.engine.setup import build
+from unikd.engine.loop.setup import build
+from unikd.engine.objective.objective import Objective, Term
+from unikd.engine.run.checkpoint import load_checkpoint, load_safetensors
+from unikd.engine.run.distributed import DistInfo
 
 METHODS = ["ce", "ls", "kd", "dkd", "nkd", "uskd", "tfkd", "zipf", "fitnet", "at"]
 TEACHER_METHODS = ("kd", "dkd", "nkd", "fitnet", "at")

@@ -17,10 +17,10 @@ import torch
 from unikd.cache import CacheMismatchError
 from unikd.cache.build import build_teacher_cache
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
-from unikd.engine.distributed import DistInfo
-from unikd.engine.setup import build
-from unikd.engine.transfer import step_target
+from unikd.engine.config.transfer import step_target
+from unikd.engine.loop.setup import build
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 SHARED = Path(os.environ.get("UNIKD_SHARED_DATA",

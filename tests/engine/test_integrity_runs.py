@@ -17,7 +17,7 @@ from harness_support import base_overrides
 from unikd import integrity
 from unikd.cli import main
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 from unikd.models import create_model
 
 

@@ -14,7 +14,7 @@ from harness_support import base_overrides
 
 import unikd._atomic
 from unikd.cli import main
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 _real_fdopen = os.fdopen
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unikd.engine.metrics import ClassificationMeter, classification_metrics
+from unikd.engine.eval.metrics import ClassificationMeter, classification_metrics
 
 
 def _naive(logits, target, n_bins=15):

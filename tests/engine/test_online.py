@@ -13,14 +13,14 @@ import torch
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
 from unikd.engine.config import config_to_yaml
-from unikd.engine.distributed import DistInfo
-from unikd.engine.evaluate import evaluate_checkpoint
-from unikd.engine.objective import Objective, Term
-from unikd.engine.optim import build_optimizer
-from unikd.engine.setup import build
-from unikd.engine.trainer import Trainer
+from unikd.engine.eval.saved import evaluate_checkpoint
+from unikd.engine.loop.setup import build
+from unikd.engine.loop.trainer import Trainer
+from unikd.engine.objective.objective import Objective, Term
+from unikd.engine.optim.optimizers import build_optimizer
+from unikd.engine.run.checkpoint import load_checkpoint
+from unikd.engine.run.distributed import DistInfo
 from unikd.losses import BDKDLoss, DMLLoss, bdkd_loss, bdkd_peer_loss, dml_loss
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))

@@ -12,7 +12,7 @@ import torch
 from harness_support import base_overrides
 from test_harness_ddp import WORKER, _run
 
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from harness_support import base_overrides, subprocess_env, train_command
 from test_harness_resume import _assert_identical, _run_until
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 STEPS = 32  # 4 epochs x 8 steps

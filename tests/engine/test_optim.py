@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from unikd.engine.optim import build_optimizer
+from unikd.engine.optim.optimizers import build_optimizer
 
 
 def _small() -> nn.Module:

@@ -12,9 +12,9 @@ import pytest
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.evaluate import evaluate_checkpoint
-from unikd.engine.run_identity import RUN_FILE, read_run_id
-from unikd.engine.teacher import read_weights
+from unikd.engine.eval.saved import evaluate_checkpoint
+from unikd.engine.run.identity import RUN_FILE, read_run_id
+from unikd.engine.run.weights import read_weights
 
 
 def _train(npz: Path, out: Path, **opts: object) -> dict:

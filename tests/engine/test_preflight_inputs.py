@@ -32,7 +32,7 @@ def test_teacher_that_cannot_run_on_the_images_is_a_clear_error():
     # a plain state_dict records nothing: the dummy forward fails, and the error says why
     import torch
 
-    from unikd.engine.preflight import check_teacher_classes
+    from unikd.engine.loop.preflight import check_teacher_classes
     from unikd.models import create_model
 
     teacher = create_model("tiny_cnn", num_classes=4).eval()

@@ -17,7 +17,7 @@ import torch
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine import pretrained as pt
+from unikd.engine.teacher import pretrained as pt
 from unikd.models import create_model
 
 

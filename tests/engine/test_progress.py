@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from unikd.engine.progress import progress, use_tqdm
+from unikd._progress import progress, use_tqdm
 
 
 class FakeTTY(io.StringIO):

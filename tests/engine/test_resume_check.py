@@ -15,10 +15,10 @@ import torch
 from harness_support import REPO, base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import atomic_save, load_checkpoint
 from unikd.engine.config import valid_keys
-from unikd.engine.resume_check import RESUME_FREE_KEYS, config_changes
-from unikd.engine.run_identity import RUN_FILE, read_run_id
+from unikd.engine.loop.resume_check import RESUME_FREE_KEYS, config_changes
+from unikd.engine.run.checkpoint import atomic_save, load_checkpoint
+from unikd.engine.run.identity import RUN_FILE, read_run_id
 
 
 def _train(npz: Path, out: Path, **opts: object) -> dict:

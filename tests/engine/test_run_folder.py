@@ -16,7 +16,7 @@ import torch
 from harness_support import base_overrides, subprocess_env, train_command
 
 from unikd.engine import load_config, train
-from unikd.engine.checkpoint import load_checkpoint
+from unikd.engine.run.checkpoint import load_checkpoint
 
 
 def _train(npz: Path, out: Path | None, **opts: object) -> dict:
@@ -81,7 +81,7 @@ def test_a_folder_holding_a_run_needs_resume_or_overwrite(npz_data, tmp_path, mo
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # untouched
 
     # overwrite=true deletes the old run first: a new run killed early never shows the old summary
-    from unikd.engine.trainer import Trainer
+    from unikd.engine.loop.trainer import Trainer
 
     def killed(self):
         raise KeyboardInterrupt

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from unikd.engine.schedule import build_scheduler
+from unikd.engine.optim.schedules import build_scheduler
 
 
 def _opt(lr=1.0):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unikd.engine.objective import Objective, Term
-from unikd.engine.selection import InstanceSelection, build_selection
+from unikd.engine.objective.objective import Objective, Term
+from unikd.engine.objective.selection import InstanceSelection, build_selection
 from unikd.losses import KDLoss, kd3_select_weights, kd_loss
 
 

@@ -15,7 +15,7 @@ import torch
 from harness_support import base_overrides, subprocess_env
 
 from unikd.engine import load_config
-from unikd.engine.distributed import DistInfo, has_batchnorm, sync_batchnorm
+from unikd.engine.run.distributed import DistInfo, has_batchnorm, sync_batchnorm
 from unikd.models import create_model
 
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))

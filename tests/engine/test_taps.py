@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from unikd.engine.taps import TapSet, default_taps, parse_spec, resolve_taps
+from unikd.engine.objective.taps import TapSet, default_taps, parse_spec, resolve_taps
 from unikd.models import create_model, pool_feature
 
 # Channels of the benchmark code's feats[1:] per model (its stem feature feats[0] is not a stage here).

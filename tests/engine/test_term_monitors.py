@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.objective import Objective, Term
+from unikd.engine.objective.objective import Objective, Term
 from unikd.losses import NKDLoss, USKDLoss, nkd_nontarget_kl, standardize_logits, uskd_nontarget_kl
 
 

@@ -12,7 +12,7 @@ import pytest
 from harness_support import base_overrides
 
 from unikd.engine import load_config, train
-from unikd.engine.trackers import Trackers
+from unikd.engine.run.trackers import Trackers
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None

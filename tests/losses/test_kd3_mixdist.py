@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unikd.engine.term_context import StudentRerun
+from unikd.engine.objective.context import StudentRerun
 from unikd.losses import KD3MixDistLoss, create_loss, kd3_mixdist_loss, mix_distribution
 from unikd.losses.kd3_mixdist import draw_mix
 from unikd.models import create_model

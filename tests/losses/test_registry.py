@@ -7,8 +7,14 @@ import pytest
 import torch
 
 import unikd.losses as L
-from unikd.engine.objective import CONTEXT, REQUIRES, context_arguments, hyperparameters, requires_of
-from unikd.engine.taps import TAP_KINDS
+from unikd.losses.contract import (
+    CONTEXT,
+    REQUIRES,
+    TAP_KINDS,
+    context_arguments,
+    hyperparameters,
+    requires_of,
+)
 
 
 def _head():  # the student_head / teacher_head context value: a classifier's (weight, bias)

@@ -111,7 +111,7 @@ def test_torchvision_pretrained_reads_the_torch_hub_cache(tmp_path, monkeypatch)
     torch.save(state, folder / weights.url.rsplit("/", 1)[-1])  # a filled cache: no download happens
     model = create_model("torchvision:resnet18", num_classes=10, pretrained=True)
     assert torch.equal(model.conv1.weight, state["conv1.weight"]) and model.fc.out_features == 10
-    from unikd.engine.pretrained import pretrained_model
+    from unikd.engine.teacher.pretrained import pretrained_model
 
     teacher, meta = pretrained_model("torchvision:resnet18", num_classes=1000)  # the library's own head
     assert torch.equal(teacher.fc.weight, state["fc.weight"])

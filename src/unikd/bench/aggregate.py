@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from unikd.bench.results import TEST_KEYS, RunResult
-from unikd.bench.stats import PairedDiff, paired_difference
+from unikd.stats import PairedDiff, paired_difference
 
 # Metrics averaged over seeds: RunResult attribute -> report column title.
 METRICS = {

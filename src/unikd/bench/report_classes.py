@@ -1,6 +1,7 @@
 """The "Dropped classes" table of a track: top-1 on the classes the students never trained on
 (``data.drop_classes``), on the kept ones, and overall, mean ± std over seeds (from each ``summary.json``);
-with the bias-shift fix (``unikd.engine.bias_shift``) also the selected epoch's test top-1 with the constant
+with the bias-shift fix (``unikd.engine.eval.bias_shift``) also the selected epoch's test top-1 with the
+constant
 chosen on validation, and that constant."""
 
 from __future__ import annotations

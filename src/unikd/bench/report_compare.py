@@ -9,7 +9,7 @@ import math
 from unikd.bench.aggregate import Group, paired_metrics
 from unikd.bench.report_stats import METRIC_INFO, diff_cell, family_holm, fmt_p
 from unikd.bench.spec import Comparison
-from unikd.bench.stats import PairedDiff, one_sided_upper, paired_difference, verdict
+from unikd.stats import PairedDiff, one_sided_upper, paired_difference, verdict
 
 __all__ = ["comparison_tables", "family_diffs", "family_metrics"]
 

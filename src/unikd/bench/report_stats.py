@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from unikd.bench.aggregate import REFERENCES, Group, Stat, paired_metrics
-from unikd.bench.stats import PairedDiff, holm_adjust
+from unikd.stats import PairedDiff, holm_adjust
 
 # metric -> (title, scale, decimals, higher is better)
 METRIC_INFO = {

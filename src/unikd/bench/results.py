@@ -56,11 +56,12 @@ CSV_COLUMNS = [
 ]
 # Test-split metrics of runs that select their epoch on a held-out validation split (``final_test``).
 TEST_KEYS = tuple(f"test_{when}_{m}" for when in ("selected", "last") for m in ("top1", "top5", "nll", "ece"))
-# Top-1 on the dropped and on the kept classes of runs with data.drop_classes (unikd.engine.class_metrics);
+# Top-1 on the dropped and on the kept classes of runs with data.drop_classes
+# (unikd.engine.eval.class_metrics);
 # their CSV columns are written only when some run dropped classes.
 CLASS_KEYS = tuple(f"{when}_top1_{g}" for when in ("best", "last", "test_selected", "test_last")
                    for g in ("dropped", "kept"))
-# The bias-shift fix of those runs (unikd.engine.bias_shift): the constant chosen on validation and the
+# The bias-shift fix of those runs (unikd.engine.eval.bias_shift): the constant chosen on validation and the
 # selected epoch's validation and test top-1 with it (overall, dropped, kept).
 BIASFIX_KEYS = ("bias_shift", "val_selected_biasfix_top1", "test_selected_biasfix_top1",
                 "test_selected_biasfix_top1_dropped", "test_selected_biasfix_top1_kept")

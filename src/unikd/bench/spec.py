@@ -173,9 +173,9 @@ class RunPlan:
 def method_requires_teacher(method: str) -> bool:
     """True when the method's loss class reads anything of the teacher's (the harness's own rule)."""
     try:
-        from unikd.engine.config_check import method_to_loss, methods
-        from unikd.engine.objective import needs_teacher
+        from unikd.engine.config.method import method_to_loss, methods
         from unikd.losses import LOSSES
+        from unikd.losses.contract import needs_teacher
     except ImportError:  # pragma: no cover - only while the package is incomplete
         return method in TEACHER_METHODS
     if method not in methods():

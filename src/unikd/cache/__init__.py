@@ -7,7 +7,7 @@ manifest against the run and the checksums of the files.
 
 This package's top level is the *reading* side, a leaf that imports nothing from :mod:`unikd.engine`.
 Building composes the engine and lives in :mod:`unikd.cache.build` (``build_teacher_cache``,
-``choose_storage``) and :mod:`unikd.cache.writer` (``write_cache``); import it from there.
+``choose_storage``) and :mod:`unikd.cache.build.writer` (``write_cache``); import it from there.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def _class_list(text: str) -> list[int]:
 
 
 def _grid(text: str) -> tuple[float, ...]:
-    from unikd.engine.bias_shift import parse_grid
+    from unikd.engine.eval.bias_shift import parse_grid
 
     try:
         return parse_grid(text)
@@ -126,7 +126,7 @@ def format_table(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from unikd.engine.evaluate import evaluate_checkpoint
+    from unikd.engine.eval.saved import evaluate_checkpoint
 
     logging.getLogger("unikd").setLevel(logging.INFO)  # progress bar on stderr (the result goes to stdout)
     try:

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if print_config:
         print(config_to_yaml(cfg), end="")
         return 0
-    from unikd.engine.step import NonFiniteLossError
-    from unikd.engine.trainer import TrainingInterrupted, train
-    from unikd.engine.write_errors import RunWriteError
+    from unikd.engine.loop.step import NonFiniteLossError
+    from unikd.engine.loop.trainer import TrainingInterrupted, train
+    from unikd.engine.run.write_errors import RunWriteError
 
     try:
         summary = train(cfg)

@@ -1,6 +1,13 @@
-"""Training engine: typed config, trainer, evaluation, checkpoints, optimisers, schedules, EMA, DDP.
+"""Training engine, in rooms along a run's flow (each imports only the rooms below it):
 
-The heavy entry points are imported lazily (PEP 562) so that ``import unikd.engine.checkpoint`` and the
+- :mod:`~unikd.engine.loop`: setup, the step over the run's networks, the trainer, resume, final test;
+- :mod:`~unikd.engine.objective`, :mod:`~unikd.engine.teacher`, :mod:`~unikd.engine.eval`: the terms of a
+  run and their taps; the live and cached teacher, pretrained weights; evaluation and metrics;
+- :mod:`~unikd.engine.config`: the typed config, its checks and the terms form;
+- :mod:`~unikd.engine.run`, :mod:`~unikd.engine.optim`: checkpoints, weights, RNG state, trackers,
+  distributed helpers; optimizers, schedules, EMA.
+
+The heavy entry points are imported lazily (PEP 562) so that ``import unikd.engine.run.checkpoint`` and the
 other small utilities stay cheap and do not pull in the model zoo, the losses and the data pipeline.
 """
 
@@ -9,9 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Imported eagerly (it is light) because the function shares its name with its module: importing the
-# submodule later would otherwise replace the lazily bound function with the module object.
-from unikd.engine.evaluate import evaluate, evaluate_checkpoint  # noqa: F401  (exported)
+from unikd.engine.eval.evaluate import evaluate  # noqa: F401  (exported; light)
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -23,15 +28,16 @@ _EXPORTS = {
     "SchedConfig": "unikd.engine.config",
     "TapsConfig": "unikd.engine.config",
     "TermConfig": "unikd.engine.config",
-    "Objective": "unikd.engine.objective",
+    "Objective": "unikd.engine.objective.objective",
     "load_config": "unikd.engine.config",
     "METHOD_TO_LOSS": "unikd.engine.config",
-    "train": "unikd.engine.trainer",
-    "TrainingInterrupted": "unikd.engine.trainer",
-    "NonFiniteLossError": "unikd.engine.step",
+    "train": "unikd.engine.loop.trainer",
+    "TrainingInterrupted": "unikd.engine.loop.trainer",
+    "NonFiniteLossError": "unikd.engine.loop.step",
+    "evaluate_checkpoint": "unikd.engine.eval.saved",
 }
 
-__all__ = sorted([*_EXPORTS, "evaluate", "evaluate_checkpoint"])
+__all__ = sorted([*_EXPORTS, "evaluate"])
 
 
 def __getattr__(name: str) -> Any:

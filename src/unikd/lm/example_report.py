@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from unikd._atomic import atomic_write_text
-from unikd.bench.stats import paired_difference, t_quantile
+from unikd.stats import paired_difference, t_quantile
 
 from .example_config import LMExampleConfig
 

@@ -19,7 +19,8 @@ The paper's method section could not be read, so these choices are this library'
 convex combination and its linear schedule (start 1.0: the untrained student has no say; end 0.5: equal
 say), the confidence (largest combined probability) compared with a fixed threshold, the two weight forms,
 and the per-step (not per-epoch) selection. The weights carry no gradient (they are a selection, not a
-loss), so there is no gradcheck for them; :mod:`unikd.engine.selection` applies them to the objective.
+loss), so there is no gradcheck for them; :mod:`unikd.engine.objective.selection` applies them to the
+objective.
 """
 
 from __future__ import annotations
