@@ -161,3 +161,37 @@ def test_compiled_module_matches_eager(name):
 
 def test_exceptions_are_registered_losses():
     assert set(NOT_ONE_GRAPH) <= set(L.list_losses())
+
+
+def test_host_copies_of_module_state_follow_load_state_dict():
+    case = Case("crd")
+    fresh, used = case.module(), case.module()
+    used(**case.inputs())
+    assert bool((used.normalisers > 0).all())
+    used.load_state_dict(fresh.state_dict())  # a checkpoint from before the first step: Z unset again
+    used(**case.inputs())
+    assert bool((used.normalisers > 0).all())
+
+    nd = L.create_loss("nd", num_classes=5, in_features=4, teacher_in_features=6, num_samples=8).train()
+    before = copy.deepcopy(nd.state_dict())
+    case = Case("nd")
+    for _ in range(2):  # 2 x 4 rows = num_samples: the means are fitted after the second step
+        nd(**case.inputs())
+    assert bool(nd.fitted)
+    nd.load_state_dict(before)
+    nd(**case.inputs())
+    assert not bool(nd.fitted)  # accumulating again from the loaded (empty) counts
+
+
+def test_taid_schedule_with_checks_off_keeps_its_state_on_a_nonfinite_loss():
+    s = L.TAIDSchedule()
+    s.advance(2.0, 0.0)
+    s.advance(1.5, 0.1)
+    state = {k: v.clone() for k, v in s.state_dict().items()}
+    with pytest.raises(ValueError, match="non-finite"):
+        s.advance(float("nan"), 0.2)
+    with checks("off"):
+        s.advance(float("nan"), 0.2)
+    for k, v in s.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert s.update(1.2, 0.3) > float(state["t"])
