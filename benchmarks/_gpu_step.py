@@ -75,17 +75,20 @@ def make_step(mode: str, pair: str, method: str, args: argparse.Namespace, x, y)
     body = make_body(student, teacher, loss_mod, tap, opt, method)
     check_mode = "full" if mode == "eager+checks" else "off"
 
-    def eager(xb, yb):
+    def plain(xb, yb):
         opt.zero_grad(set_to_none=True)
+        return body(xb, yb)
+
+    def eager(xb, yb):
         with checks(check_mode):
-            return body(xb, yb)
+            return plain(xb, yb)
 
     if mode in ("eager", "eager+checks"):
         return eager
-    if mode == "compile":
-        return torch.compile(eager, backend=args.backend)
+    if mode == "compile":  # value checks are never traced: no checks context inside the graph
+        return torch.compile(plain, backend=args.backend)
     if mode == "compile+cudagraphs":
-        return torch.compile(eager, mode="reduce-overhead")
+        return torch.compile(plain, mode="reduce-overhead")
     static_x, static_y = x.clone(), y.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
