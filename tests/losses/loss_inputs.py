@@ -62,13 +62,17 @@ def convert(inputs: list, fn) -> list:
     return [[fn(t) for t in x] if isinstance(x, list) else fn(x) for x in inputs]
 
 
+def arguments(name: str, inputs: list, target: torch.Tensor) -> list:
+    """The positional arguments of loss ``name``: ``inputs`` (in order), ``target`` and ``OTHER_ARGS``."""
+    it = iter(inputs)
+    device = leaves(inputs)[0].device
+    return [target if a == "target" else OTHER_ARGS[a](device) if a in OTHER_ARGS else next(it)
+            for a in _positional(LOSS_FUNCTIONS[name])]
+
+
 def call(name: str, inputs: list, target: torch.Tensor) -> torch.Tensor:
     """Call loss ``name`` with ``inputs`` (in argument order) and ``target`` where it takes one."""
-    it = iter(inputs)
-    fn = LOSS_FUNCTIONS[name]
-    device = leaves(inputs)[0].device
-    return fn(*[target if a == "target" else OTHER_ARGS[a](device) if a in OTHER_ARGS else next(it)
-                for a in _positional(fn)])
+    return LOSS_FUNCTIONS[name](*arguments(name, inputs, target))
 
 
 def uses_target(name: str) -> bool:

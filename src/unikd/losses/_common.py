@@ -12,9 +12,10 @@ Bad values, the same for every loss (see docs/losses.md, "Non-finite inputs, sof
   losses do: :func:`nan_if_nonfinite` (no host sync, so it also holds under ``torch.compile`` and on GPU);
   the token losses (:mod:`unikd.token`) apply the same helper to the rows they keep;
 - loss weights (the coefficients of a method's terms) must be finite and >= 0: :func:`check_weight`;
-- soft labels are checked in eager mode by :func:`check_soft_labels`: finite, non-negative, each row
-  summing to 1 within ``SOFT_LABEL_ATOL`` (a ``ValueError`` names the problem); under ``torch.compile`` the
-  check is skipped and non-finite labels still give NaN.
+- soft labels are checked by :func:`check_soft_labels`: finite, non-negative, each row summing to 1 within
+  ``SOFT_LABEL_ATOL`` (a ``ValueError`` names the problem). Like every check that reads tensor values (a
+  host sync), it runs only when :func:`unikd.losses.checks.checks_enabled` (mode ``"full"``, eager); with
+  checks off or under ``torch.compile`` it is skipped and non-finite labels still give NaN.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from .checks import checks_enabled
 
 # |row sum - 1| allowed for soft labels: rounding of a mixup/cutmix mixture stored in that dtype (bf16 keeps
 # 8 significant bits, fp16 11), with room for the accumulation error of a float32 sum over ~1e4 classes.
@@ -136,7 +139,8 @@ def parse_target(
 
     With soft labels the ``max_targets`` largest entries are the targets (``max_targets=1``: the argmax).
     Columns whose label value is 0 are not targets (a one-hot soft label then equals its class index).
-    Range and sign checks run in eager mode only (under ``torch.compile`` they would break the graph).
+    Range and sign checks read values (a host sync): they run only when checks are enabled
+    (:mod:`unikd.losses.checks`; never under ``torch.compile``, where they would break the graph).
     """
     if not isinstance(target, Tensor):
         raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}")
@@ -167,7 +171,7 @@ def parse_target(
                 "for soft labels pass a float (N, C) tensor"
             )
         index = target.long().view(n, 1)
-        if not torch.compiler.is_compiling() and bool(((index < 0) | (index >= c)).any()):
+        if checks_enabled() and bool(((index < 0) | (index >= c)).any()):
             raise ValueError(
                 f"target out of range: class indices must lie in [0, {c - 1}] (C={c}), got min "
                 f"{int(index.min())} and max {int(index.max())}"
@@ -181,9 +185,10 @@ def parse_target(
 def check_soft_labels(soft: Tensor, *, atol: float = 1e-3, name: str = "target") -> None:
     """Soft labels ``(N, C)`` must be finite, non-negative and sum to 1 per row (within ``atol``).
 
-    Needs a host sync, so it runs in eager mode only (skipped while ``torch.compile`` traces).
+    Needs a host sync, so it runs only when checks are enabled (:mod:`unikd.losses.checks`: mode
+    ``"full"``, not while ``torch.compile`` traces).
     """
-    if torch.compiler.is_compiling():
+    if not checks_enabled():
         return
     finite = torch.isfinite(soft)
     if not bool(finite.all()):

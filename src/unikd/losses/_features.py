@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ._common import as_float32
+from .checks import checks_enabled
 
 
 def check_embedding(x: object, name: str, *, min_rows: int = 1) -> Tensor:
@@ -130,7 +131,7 @@ def check_indices(indices: object, n: int, num_samples: int, device: torch.devic
         raise ValueError(f"indices must have shape (N,) = ({n},), got {tuple(indices.shape)}")
     if indices.device != device:
         raise ValueError(f"indices are on {indices.device} but the embeddings on {device}; move them")
-    if not torch.compiler.is_compiling() and n and bool(((indices < 0) | (indices >= num_samples)).any()):
+    if checks_enabled() and n and bool(((indices < 0) | (indices >= num_samples)).any()):
         raise ValueError(
             f"indices out of range: dataset indices must lie in [0, {num_samples - 1}] (num_samples="
             f"{num_samples}), got min {int(indices.min())} and max {int(indices.max())}; num_samples must be "

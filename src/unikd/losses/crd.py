@@ -157,6 +157,14 @@ class CRDLoss(nn.Module):
         self.register_buffer("memory_teacher", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("normalisers", torch.full((2,), -1.0))
         self.register_buffer("train_labels", self._check_labels(train_labels), persistent=False)
+        # Host-side facts kept so that a training step needs no host sync: whether every sample has at least
+        # K samples of other classes (then one draw serves the whole batch), and whether Z is set (read once
+        # from the buffer, again after load_state_dict).
+        self._all_distinct = self.train_labels is not None and bool(
+            self.num_samples - torch.bincount(self.train_labels).max() >= self.num_negatives
+        )
+        self._normalisers_set = False
+        self.register_load_state_dict_post_hook(_forget_normalisers)
 
     def _check_labels(self, labels: Tensor | None) -> Tensor | None:
         if labels is None:
@@ -191,6 +199,10 @@ class CRDLoss(nn.Module):
         else:
             labels = self.train_labels
             other = labels.unsqueeze(0) != labels[indices].unsqueeze(1)  # (B, n) samples of other classes
+            if self._all_distinct:  # the common case (the branch below with every row distinct), sync-free
+                keys = torch.rand(b, n, device=dev).masked_fill_(~other, 2.0)
+                neg = keys.topk(k, dim=1, largest=False, sorted=False).indices
+                return torch.cat([indices.view(b, 1), neg], dim=1)
             pool = other.sum(dim=1)  # (B,)
             neg = torch.empty(b, k, dtype=torch.long, device=dev)
             distinct = pool >= k
@@ -231,12 +243,13 @@ class CRDLoss(nn.Module):
         dt = self.memory_student.dtype
         vs = F.normalize(self.student_head(es.to(dt)), dim=1)  # (B, feat_dim)
         vt = F.normalize(self.teacher_head(et.to(dt)), dim=1)
-        if bool((self.normalisers < 0).any()):
+        if not self._normalisers_set and bool((self.normalisers < 0).any()):
             with torch.no_grad():  # Z = mean score of the first batch times n, then fixed
                 for i, (v, mem) in enumerate(((vs, self.memory_teacher), (vt, self.memory_student))):
                     if self.normalisers[i] < 0:
                         s = (_scores(v, mem, contrast_idx) / self.temperature).exp()
                         self.normalisers[i] = s.mean() * self.num_samples
+        self._normalisers_set = True
         loss = crd_loss(
             vs,
             vt,
@@ -264,3 +277,7 @@ class CRDLoss(nn.Module):
             f"num_samples={self.num_samples}, feat_dim={self.feat_dim}, num_negatives={self.num_negatives}, "
             f"temperature={self.temperature}, momentum={self.momentum}, negatives={self.negatives!r}"
         )
+
+
+def _forget_normalisers(module: CRDLoss, incompatible_keys: object) -> None:
+    module._normalisers_set = False  # the loaded Z may be the unset -1 of a checkpoint before the first step

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ._common import nan_if_nonfinite
 from ._features import check_embedding, check_same_batch, common_dtype
+from .checks import checks_enabled
 
 HeadParams = Callable[[], tuple[Tensor, Tensor | None]]
 
@@ -49,7 +50,7 @@ def _weights(sample_weights: Tensor | None, n: int, like: Tensor) -> Tensor:
     if not isinstance(w, Tensor) or not w.is_floating_point() or w.shape != (n,):
         what = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, Tensor) else type(w).__name__
         raise ValueError(f"sample_weights must be a floating (N,) = ({n},) tensor, got {what}")
-    if not torch.compiler.is_compiling() and bool((w < 0).any()):
+    if checks_enabled() and bool((w < 0).any()):
         raise ValueError("sample_weights must be >= 0 (the selection weights)")
     return w.detach().to(like.dtype)
 

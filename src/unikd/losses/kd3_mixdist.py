@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from ._common import as_float32, nan_if_nonfinite
 from ._features import check_embedding, check_same_batch, check_shapes, common_dtype
+from .checks import checks_enabled
 
 Rerun = Callable[[Tensor, Callable[[Tensor], Tensor]], Tensor]
 
@@ -60,9 +61,11 @@ def mix_distribution(x: Tensor, perm: Tensor, lam: Tensor, *, eps: float = 1e-6)
     n = x.shape[0]
     if not isinstance(perm, Tensor) or perm.shape != (n,) or perm.is_floating_point():
         raise ValueError(f"perm must be an integer (N,) = ({n},) permutation")
-    if not torch.equal(perm.sort().values.cpu(), torch.arange(n)):
+    if checks_enabled() and not torch.equal(perm.sort().values.cpu(), torch.arange(n)):
         raise ValueError(f"perm must be a permutation of 0..{n - 1}, got {perm.tolist()}")
-    if not isinstance(lam, Tensor) or lam.shape != (n,) or not bool(((lam >= 0) & (lam <= 1)).all()):
+    if not isinstance(lam, Tensor) or lam.shape != (n,):
+        raise ValueError(f"lam must be a (N,) = ({n},) tensor of weights in [0, 1]")
+    if checks_enabled() and not bool(((lam >= 0) & (lam <= 1)).all()):
         raise ValueError(f"lam must be a (N,) = ({n},) tensor of weights in [0, 1]")
     if x.shape[2] * x.shape[3] < 2:
         raise ValueError(f"mix_distribution needs at least 2 positions per channel, got {tuple(x.shape[2:])}")

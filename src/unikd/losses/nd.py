@@ -114,6 +114,11 @@ class NDLoss(nn.Module):
         self.register_buffer("class_sums", torch.zeros(num_classes, teacher_in_features))
         self.register_buffer("class_counts", torch.zeros(num_classes))
         self.register_buffer("fitted", torch.tensor(False))
+        # host copies of ``fitted`` (once True) and of the rows accumulated so far, so that a training step
+        # needs no host sync to read them
+        self._fitted_known = False
+        self._seen: float | None = None
+        self.register_load_state_dict_post_hook(_forget_fitted)
         if class_means is not None:
             means = (
                 load_class_means(class_means, num_classes)
@@ -133,6 +138,7 @@ class NDLoss(nn.Module):
         self.class_sums.copy_(means)
         self.class_counts.fill_(1.0)
         self.fitted.fill_(True)
+        self._seen = None
 
     @torch.no_grad()
     def fit_class_means(self, batches: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
@@ -169,16 +175,26 @@ class NDLoss(nn.Module):
         s = check_embedding(student_embedding, "student_embedding")
         if self.projector is not None:
             s = self.projector(s.to(self.projector[2].weight.dtype))
-        if not bool(self.fitted):
+        if not self._fitted_known:
+            self._fitted_known = bool(self.fitted)
+        if not self._fitted_known:
             if not self.training:
                 raise ValueError(
                     "NDLoss has no class means yet: pass class_means=..., call fit_class_means(...) or run "
                     "it in training mode, where it accumulates them from the teacher embeddings"
                 )
+            if self._seen is None:
+                self._seen = float(self.class_counts.sum())
             self._accumulate(teacher_embedding, target)
-            if self.num_samples is not None and float(self.class_counts.sum()) >= self.num_samples:
+            self._seen += teacher_embedding.shape[0]
+            if self.num_samples is not None and self._seen >= self.num_samples:
                 self.fitted.fill_(True)
         return nd_loss(s, teacher_embedding, self.class_means(), target)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, projector={self.projector is not None}"
+
+
+def _forget_fitted(module: NDLoss, incompatible_keys: object) -> None:
+    module._fitted_known = False  # a checkpoint taken while the means were still accumulating
+    module._seen = None

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import check_logits, check_pair, check_positive, nan_if_nonfinite
+from .checks import checks_enabled
 
 
 def check_interpolation(value: float | Tensor, name: str = "t") -> float | Tensor:
@@ -118,27 +119,37 @@ class TAIDSchedule(nn.Module):
     def update(self, loss: Tensor | float, progress: float) -> float:
         """Advance ``t`` after a loss ``loss`` (computed at the current ``t``) at training ``progress``.
 
-        Returns the new ``t``.
+        Returns the new ``t`` (reading it is a host sync; :meth:`advance` does the same without one).
+        """
+        self.advance(loss, progress)
+        return float(self.t)
+
+    @torch.no_grad()
+    def advance(self, loss: Tensor | float, progress: float) -> None:
+        """:meth:`update` without a host sync: the branches are selected on the device.
+
+        A non-finite loss raises when checks are enabled (:mod:`unikd.losses.checks`); with checks off it
+        leaves the schedule unchanged (the trainer stops on that loss anyway).
         """
         if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not progress >= 0:
             raise ValueError(f"progress must be a number >= 0 (step / total_steps), got {progress!r}")
         loss = torch.as_tensor(loss, dtype=torch.float32, device=self.t.device).detach().reshape(())
-        if not bool(torch.isfinite(loss)):
+        finite = torch.isfinite(loss)
+        if checks_enabled() and not bool(finite):
             raise ValueError(f"TAID schedule got a non-finite loss {loss.item()}; t is left unchanged")
-        if bool(torch.isinf(self.prev_loss)):
-            self.prev_loss.copy_(loss)
-            return float(self.t)
+        first = torch.isinf(self.prev_loss)  # the first loss only sets prev_loss
         relative = (self.prev_loss - loss) / (self.prev_loss + 1e-15)
-        self.momentum.mul_(self.beta).add_((1 - self.beta) * relative)
+        momentum = self.momentum * self.beta + (1 - self.beta) * relative
         ramp = self.t_start + (self.t_end - self.t_start) * float(progress)
         if self.adaptive:
-            step = self.alpha * torch.sigmoid(self.momentum) * (1 - self.t)
+            step = self.alpha * torch.sigmoid(momentum) * (1 - self.t)
             new_t = torch.clamp(torch.clamp(self.t + step, min=ramp), max=self.t_end)
         else:
-            new_t = torch.tensor(ramp, dtype=torch.float32)
-        self.t.copy_(new_t)
-        self.prev_loss.copy_(loss)
-        return float(self.t)
+            new_t = torch.full_like(self.t, ramp)
+        keep = finite & ~first
+        self.momentum.copy_(torch.where(keep, momentum, self.momentum))
+        self.t.copy_(torch.where(keep, new_t, self.t))
+        self.prev_loss.copy_(torch.where(finite, loss, self.prev_loss))
 
     def extra_repr(self) -> str:
         return (
@@ -192,7 +203,7 @@ class TAIDLoss(nn.Module):
             progress = min(1.0, float(epoch_progress) / self.total_epochs)
         loss = taid_loss(student_logits, teacher_logits, t=self.schedule.t, temperature=self.temperature)
         if self.training and progress is not None:
-            self.schedule.update(loss.detach(), progress)
+            self.schedule.advance(loss.detach(), progress)
         return loss
 
     def extra_repr(self) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from unikd.losses._common import as_float32, nan_if_nonfinite
+from unikd.losses.checks import checks_enabled
 
 from .sparse import SparseTeacher, bucketize, check_sparse_teacher
 from .specs import TokenLossSpec
@@ -101,8 +102,9 @@ def check_labels(
 
 
 def check_label_range(labels: Tensor, keep: Tensor | None, vocab: int, ignore_index: int) -> None:
-    """Every kept label must be a valid id below ``vocab`` (eager mode only: it needs a host sync)."""
-    if torch.compiler.is_compiling() or labels.numel() == 0:
+    """Every kept label must be a valid id below ``vocab`` (a host sync: only when checks are enabled,
+    :mod:`unikd.losses.checks`)."""
+    if not checks_enabled() or labels.numel() == 0:
         return
     kept = labels if keep is None else labels[keep]
     if kept.numel() and bool(((kept < 0) | (kept >= vocab)).any()):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from unikd.losses._common import MASK_VALUE
+from unikd.losses.checks import checks_enabled
 
 # Floor of a tail log-probability: an empty tail (k covers the vocabulary) stays finite, so 0 * log 0 never
 # turns into NaN; exp(-1e4) is 0 in float32 and float64 alike. The same floor as the teacher-output cache's
@@ -105,7 +106,7 @@ def sparse_topk(
             )
         labels = labels.to(ids.device).long()
         kept = labels != ignore_index
-        if bool(((labels < 0) | (labels >= v))[kept].any()):
+        if checks_enabled() and bool(((labels < 0) | (labels >= v))[kept].any()):
             raise ValueError(f"labels hold ids outside [0, {v - 1}] (V={v}) at non-ignored positions")
         lab = torch.where(kept, labels, 0)
         missing = kept & ~(ids == lab.unsqueeze(-1)).any(dim=-1)
@@ -118,7 +119,8 @@ def sparse_topk(
 def check_sparse_teacher(teacher: object, layout: tuple[int, ...], vocab_size: int) -> SparseTeacher:
     """Validate a :class:`SparseTeacher` for ``layout`` tokens over ``vocab_size`` ids; return it flat.
 
-    Value checks (id range, distinct ids, total mass) need a host sync and are skipped under torch.compile.
+    Value checks (id range, distinct ids, total mass) need a host sync and run only when checks are enabled
+    (:mod:`unikd.losses.checks`; never under torch.compile).
     """
     if not isinstance(teacher, SparseTeacher):
         raise ValueError(f"expected a SparseTeacher, got {type(teacher).__name__}")
@@ -143,7 +145,7 @@ def check_sparse_teacher(teacher: object, layout: tuple[int, ...], vocab_size: i
     if lp.shape[-1] < 1:
         raise ValueError("the sparse teacher has k=0 entries per token; keep at least one")
     flat = teacher.flat()
-    if flat.tail.numel() and not torch.compiler.is_compiling():
+    if flat.tail.numel() and checks_enabled():
         lo, hi = int(flat.ids.min()), int(flat.ids.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(
@@ -174,7 +176,8 @@ def bucketize(
     ``zs``: ``(n, V)`` student logits (float32/float64, gradients flow); ``teacher``: flat rows of float
     log-probabilities; ``target``: ``(n, 1)`` label ids or None. Returns the student and teacher bucket
     log-probabilities and the target's bucket ``(n, 1)`` (its position among the ids). A target outside the
-    ids is an error (eager mode; under torch.compile it falls into the tail bucket).
+    ids is an error when checks are enabled (:mod:`unikd.losses.checks`); otherwise, and under torch.compile,
+    it falls into the tail bucket.
     """
     ids = teacher.ids
     lse = zs.logsumexp(dim=1, keepdim=True)  # (n, 1)
@@ -188,7 +191,7 @@ def bucketize(
         return student, teacher_b, None
     match = ids == target  # (n, k)
     found = match.any(dim=1, keepdim=True)
-    if not torch.compiler.is_compiling() and not bool(found.all()):
+    if checks_enabled() and not bool(found.all()):
         raise ValueError(
             f"{int((~found).sum())} kept token(s) have a label that is not among the sparse teacher's ids; "
             "target-aware losses (dkd, nkd) need it: build the teacher with sparse_topk(..., labels=labels)"
