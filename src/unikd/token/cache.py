@@ -41,8 +41,10 @@ MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.json"
 STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len")
 # How these caches are built: no command line builds them ('unikd cache-teacher' builds image caches).
-REBUILD = ("rebuild it with unikd.token.SparseTeacherWriter(folder, ..., overwrite=True) over the teacher's "
-           "outputs (docs/token.md)")
+REBUILD = (
+    "rebuild it with unikd.token.SparseTeacherWriter(folder, ..., overwrite=True) over the teacher's "
+    "outputs (docs/token.md)"
+)
 
 
 def _positive(value: Any, name: str) -> int:
