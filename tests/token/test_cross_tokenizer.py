@@ -238,3 +238,24 @@ def test_bad_inputs_name_the_fix():
         T.span_alignment([[(0, 1)]], [[(0, 1)], [(0, 2)]])
     with pytest.raises(ValueError, match="offsets; pass the mask"):
         T.span_alignment([[(0, 1)]], [[(0, 1)]], teacher_mask=torch.ones(1, 2, dtype=torch.bool))
+
+
+def _segment(length, cuts):
+    ends = sorted({c for c in cuts if 0 < c < length} | {length})
+    starts = [0, *ends[:-1]]
+    return list(zip(starts, ends, strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    length=st.integers(1, 30),
+    s_cuts=st.lists(st.integers(0, 30), max_size=12),
+    t_cuts=st.lists(st.integers(0, 30), max_size=12),
+)
+def test_span_alignment_pairs_exactly_the_common_token_ends(length, s_cuts, t_cuts):
+    so, to = _segment(length, s_cuts), _segment(length, t_cuts)
+    a = T.span_alignment([so], [to])
+    rows = [(i, j) for _, i, j in _triples(a)]
+    assert rows == common_ends(so, to)
+    assert rows[-1] == (len(so) - 1, len(to) - 1)  # the end of the text is always common
+    assert T.span_alignment([so], [so]).student_position.tolist() == list(range(len(so)))
