@@ -9,6 +9,10 @@
 - Sparse teachers: :class:`SparseTeacher` (top-k log-probabilities + a tail bucket), :func:`sparse_topk`,
   :func:`sparse_sample` (tokens drawn from the teacher: an unbiased estimate),
   and their cache :class:`SparseTeacherWriter` / :class:`SparseTeacherCache`.
+- Cross-tokenizer losses (teacher and student tokenizers differ), called as ``loss(student_logits,
+  teacher_logits, alignment)``: :func:`uld_loss` / :class:`ULDLoss`, :func:`span_kl_loss` /
+  :class:`SpanKLLoss`; alignments :func:`truncation_alignment`, :func:`span_alignment`,
+  :func:`shared_vocab`; by name :func:`create_cross_tokenizer_loss`.
 - Vocabulary checks: :func:`resolve_vocab`, :func:`check_same_tokenizer`; :func:`next_token_labels`.
 
 See ``docs/token.md``.
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 from unikd.losses.taid import TAIDSchedule
 
+from .alignment import SharedVocab, TokenAlignment, shared_vocab, span_alignment, truncation_alignment
 from .cache import SparseTeacherCache, SparseTeacherWriter
+from .cross import CROSS_TOKENIZER_LOSSES, create_cross_tokenizer_loss, list_cross_tokenizer_losses
 from .functional import (
     cross_entropy,
     dkd_loss,
@@ -35,19 +41,27 @@ from .fused_reference import fused_distill_loss_reference
 from .modules import FusedDistillLoss, TokenDistillLoss
 from .rows import next_token_labels
 from .sampled import sparse_sample
+from .span_kl import SpanKLLoss, span_kl_loss
 from .sparse import SparseTeacher, sparse_topk
 from .specs import TOKEN_LOSSES, list_token_losses
+from .uld import ULDLoss, uld_loss
 from .vocab import check_same_tokenizer, resolve_vocab
 
 __all__ = [
+    "CROSS_TOKENIZER_LOSSES",
     "FusedDistillLoss",
+    "SharedVocab",
+    "SpanKLLoss",
     "SparseTeacher",
     "SparseTeacherCache",
     "SparseTeacherWriter",
     "TAIDSchedule",
     "TOKEN_LOSSES",
+    "TokenAlignment",
     "TokenDistillLoss",
+    "ULDLoss",
     "check_same_tokenizer",
+    "create_cross_tokenizer_loss",
     "cross_entropy",
     "default_chunk_size",
     "dkd_loss",
@@ -55,14 +69,20 @@ __all__ = [
     "fused_distill_loss_reference",
     "jsd_loss",
     "kd_loss",
+    "list_cross_tokenizer_losses",
     "list_token_losses",
     "next_token_labels",
     "nkd_loss",
     "resolve_vocab",
     "reverse_kl_loss",
+    "shared_vocab",
+    "span_alignment",
+    "span_kl_loss",
     "sparse_sample",
     "sparse_topk",
     "taid_loss",
     "token_loss",
+    "truncation_alignment",
+    "uld_loss",
     "uskd_loss",
 ]
