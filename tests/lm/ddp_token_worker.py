@@ -34,16 +34,9 @@ def run(out: Path, batch: int, accumulation: int, loss: str = "kd") -> None:
         llama(seed=2),
         llama(hidden=24, seed=1),
         # SGD: Adam's normalisation would magnify rounding differences into visible weight differences
-        args(
-            out,
-            per_device_train_batch_size=batch,
-            gradient_accumulation_steps=accumulation,
-            max_steps=2,
-            logging_steps=1,
-            learning_rate=0.5,
-            optim="sgd",
-            ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        ),
+        args(out, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=2,
+             logging_steps=1, learning_rate=0.5, optim="sgd",
+             ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None),
         train_dataset=masked_examples(),
         distill=lm.DistillSettings(loss, ce_weight=0.5),
     )

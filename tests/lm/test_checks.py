@@ -47,12 +47,8 @@ def test_padded_heads_masked_with_minus_inf_train_to_a_finite_loss(fused, tmp_pa
     # before the losses' non-finite check (docs/losses.md), so training runs and stays finite.
     student = _masked_padding(llama(seed=2, vocab=128), 96)
     teacher = _masked_padding(llama(hidden=24, seed=1, vocab=128), 96)
-    trainer = make(
-        tmp_path,
-        student=student,
-        teacher=teacher,
-        distill=lm.DistillSettings("reverse_kl", vocab_size=96, fused=fused),
-    )
+    trainer = make(tmp_path, student=student, teacher=teacher,
+                   distill=lm.DistillSettings("reverse_kl", vocab_size=96, fused=fused))
     logits = student(input_ids=torch.arange(4)[None]).logits
     assert torch.isinf(logits[..., 96:]).all()
     trainer.train()

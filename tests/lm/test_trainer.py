@@ -114,28 +114,12 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 
 def _worker(out, batch, accumulation, processes=1):
-    launch = (
-        [sys.executable]
-        if processes == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            str(processes),
-        ]
-    )
+    launch = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    done = subprocess.run(
-        [*launch, str(WORKER), str(out), str(batch), str(accumulation)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = subprocess.run([*launch, str(WORKER), str(out), str(batch), str(accumulation)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads((out / "losses.json").read_text()), torch.load(out / "weights.pt")
 
@@ -152,10 +136,8 @@ def test_gradient_accumulation_is_token_exact(loss, tmp_path):
     result = {}
     for name, batch, acc in (("one", 8, 1), ("acc", 2, 4)):
         run(tmp_path / name, batch, acc, loss)
-        result[name] = (
-            json.loads((tmp_path / name / "losses.json").read_text()),
-            torch.load(tmp_path / name / "weights.pt"),
-        )
+        result[name] = (json.loads((tmp_path / name / "losses.json").read_text()),
+                        torch.load(tmp_path / name / "weights.pt"))
     (one, w_one), (acc, w_acc) = result["one"], result["acc"]
     assert acc == pytest.approx(one, rel=1e-5)
     for name in w_one:
@@ -178,11 +160,9 @@ def test_a_step_with_every_token_ignored_is_a_zero_loss_not_nan(tmp_path):
     for e in data[:4]:
         e["labels"][:] = -100  # the first optimizer step has nothing to learn from
     trainer = lm.DistillationTrainer(
-        llama(seed=2),
-        llama(hidden=24, seed=1),
+        llama(seed=2), llama(hidden=24, seed=1),
         args(tmp_path, per_device_train_batch_size=4, max_steps=2, logging_steps=1, optim="sgd"),
-        train_dataset=data,
-        distill=lm.DistillSettings("kd"),
+        train_dataset=data, distill=lm.DistillSettings("kd"),
     )
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
     trainer.train()

@@ -18,10 +18,8 @@ from unikd._files import require_regular_file
 
 LOSS_STATE = "unikd_loss_state.pt"
 _WHAT = "loss state"
-_FIX = (
-    "Resume from another checkpoint folder, or delete this file to restart the loss's schedule from "
-    "its beginning."
-)
+_FIX = ("Resume from another checkpoint folder, or delete this file to restart the loss's schedule from "
+        "its beginning.")
 
 
 def save_loss_state(state: dict[str, Any], path: str | Path) -> None:
