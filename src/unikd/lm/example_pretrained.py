@@ -27,16 +27,18 @@ from .pretrained import load_causal_lm, load_tokenizer
 from .text_data import Ordered, PadCollator, read_records, record_format, split_records, tokenize
 
 
-def _budget(records: list[tuple[str, dict]], max_bytes: int) -> list[tuple[str, dict]]:
-    """Text records up to ``max_bytes`` (the default corpus, the standard library, is far larger)."""
+def _budget(records: list[tuple[str, dict]], max_bytes: int, folder: bool) -> list[tuple[str, dict]]:
+    """Text records up to ``max_bytes`` (the default corpus, the standard library, is far larger); in a
+    folder, files under test suites and installed packages are skipped as in the built-in example."""
     kept, used = [], 0
     for key, record in records:
-        if SKIP_PARTS.intersection(key.split("/")[:-1]):
+        if folder and SKIP_PARTS.intersection(key.split("/")[:-1]):
             continue
+        if used >= max_bytes:
+            print(f"[lm] data: read {len(kept)} of {len(records)} text records (max_bytes={max_bytes})")
+            break
         kept.append((key, record))
         used += len(str(record.get("text", "")).encode())
-        if used >= max_bytes:
-            break
     return kept
 
 
@@ -44,7 +46,7 @@ def _records(cfg: LMExampleConfig) -> tuple[list[dict], list[dict], str]:
     spec = cfg.data or cfg.corpus_dir or str(stdlib_root())
     records = read_records(spec, split=cfg.data_split)
     if "text" == record_format(records[0][1], f"{spec} record 0"):
-        records = _budget(records, cfg.max_bytes)
+        records = _budget(records, cfg.max_bytes, Path(spec).expanduser().is_dir())
     if cfg.eval_data:
         val = [r for _, r in read_records(cfg.eval_data, split="validation")]
         return [r for _, r in records], val, spec
