@@ -156,3 +156,13 @@ def test_config_takes_names_folders_and_sizes():
         load_example_config(None, ["data=x.jsonl"])
     with pytest.raises(ValueError, match="teacher_dtype='int3' is not a dtype"):
         load_example_config(None, ["teacher=a/b", "teacher_dtype=int3"])
+
+
+def test_text_budget_and_folder_skips(capsys):
+    from unikd.lm.example_pretrained import _budget
+
+    records = [("tests/a.py", {"text": "x" * 10}), ("b.py", {"text": "y" * 10}), ("c.py", {"text": "z" * 10})]
+    assert [k for k, _ in _budget(records, 100, folder=True)] == ["b.py", "c.py"]
+    assert [k for k, _ in _budget(records, 100, folder=False)] == ["tests/a.py", "b.py", "c.py"]
+    assert [k for k, _ in _budget(records, 15, folder=False)] == ["tests/a.py", "b.py"]
+    assert "read 2 of 3 text records (max_bytes=15)" in capsys.readouterr().out
