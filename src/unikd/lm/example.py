@@ -17,7 +17,6 @@ blocks in the same order for a seed. Under ``torchrun --nproc_per_node N`` the s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -32,7 +31,14 @@ from unikd._atomic import atomic_write_text
 from ._require import require
 from .corpus import Blocks, batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
 from .evaluate import evaluate_lm
-from .example_common import _save_tensor, _wait_for, _write_json, build_model, world
+from .example_common import (
+    _save_tensor,
+    _wait_for,
+    _write_json,
+    build_model,
+    check_settings,
+    world,
+)
 from .example_config import LMExampleConfig, config_to_yaml
 from .example_report import write_report
 from .trainer import DistillationTrainer, DistillSettings
@@ -251,27 +257,6 @@ def run_example(cfg: LMExampleConfig, *, tag: str = "", echo=print) -> dict[str,
         return _run_stages(cfg, tag, echo)
     finally:
         torch.set_num_threads(threads)
-
-
-# Settings that do not change what a run computes: a rerun may differ in these and still resume.
-FREE_KEYS = ("out_dir", "seeds", "methods", "threads", "log_steps")
-
-
-def check_settings(cfg: LMExampleConfig, out: Path) -> None:
-    """Refuse to mix runs of different settings in one folder (``settings.json`` records the first)."""
-    mine = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE_KEYS}
-    path = out / "settings.json"
-    if not path.exists():
-        _write_json(path, mine)
-        return
-    theirs = json.loads(path.read_text())
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    if differ:
-        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)
-        raise ValueError(
-            f"{out} holds runs made with other settings ({shown}); use another --out, or the same settings "
-            f"to resume (only {', '.join(FREE_KEYS)} may change between invocations)"
-        )
 
 
 def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:

@@ -1,8 +1,9 @@
 """Helpers shared by the stages of ``unikd lm-distill``: the process's rank, the Llama it builds, atomic
-JSON and tensor writes, and waiting for rank 0's files."""
+JSON and tensor writes, waiting for rank 0's files, and the settings check that guards resuming."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import torch
 from unikd._atomic import atomic_write, atomic_write_text
 
 from ._require import require
-from .example_config import ModelSize
+from .example_config import LMExampleConfig, ModelSize
 
 transformers = require("transformers")
 
@@ -61,4 +62,25 @@ def _wait_for(path: Path, what: str, timeout: float = 4 * 3600) -> None:
         time.sleep(2)
 
 
-__all__ = ["build_model", "world"]
+# Settings that do not change what a run computes: a rerun may differ in these and still resume.
+FREE_KEYS = ("out_dir", "seeds", "methods", "threads", "log_steps")
+
+
+def check_settings(cfg: LMExampleConfig, out: Path) -> None:
+    """Refuse to mix runs of different settings in one folder (``settings.json`` records the first)."""
+    mine = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE_KEYS}
+    path = out / "settings.json"
+    if not path.exists():
+        _write_json(path, mine)
+        return
+    theirs = json.loads(path.read_text())
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)
+        raise ValueError(
+            f"{out} holds runs made with other settings ({shown}); use another --out, or the same settings "
+            f"to resume (only {', '.join(FREE_KEYS)} may change between invocations)"
+        )
+
+
+__all__ = ["FREE_KEYS", "build_model", "check_settings", "world"]
