@@ -11,14 +11,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "lm-distill",
-        help="distil a small causal LM on Python's standard library (needs unikd[lm]; ~20 min on 2 cores)",
+        help="distil a causal LM: a Hugging Face model or folder, or the built-in standard-library example",
         description=(
             "Train a byte-level BPE and a Llama teacher on the source files of Python's standard library "
             "(no download), then students half its depth and width with CE only, KD, reverse KL, TAID, NKD "
             "and DKD for several seeds, through unikd.lm.DistillationTrainer (a transformers.Trainer). "
             "Writes results.md (validation perplexity, KL to the teacher, paired differences against KD), "
             "results.json and lm.png into out_dir. Rerunning resumes: finished stages and runs are kept. "
-            "Under torchrun --nproc_per_node N the teacher and students train with DDP (gloo on CPU)."
+            "Under torchrun --nproc_per_node N the teacher and students train with DDP (gloo on CPU). "
+            "With teacher=<Hugging Face model name or folder> the teacher is loaded instead of trained and "
+            "its tokenizer reads data= (a folder of text files; a .jsonl of text, prompt+completion or chat "
+            "messages records, prompts masked from the loss; or a datasets name); student= is another "
+            "model (same tokenizer, checked id by id) or a size to build from scratch. "
+            "Offline, set HF_HUB_OFFLINE=1 and fill the Hugging Face cache, or pass folders."
         ),
         epilog=(
             "examples:\n"
@@ -26,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  unikd lm-distill                              # the full example (the settings below)\n"
             "  unikd lm-distill my.yaml steps=600 seeds=[0,1,2,3,4] methods=[ce,kd,taid]\n"
             "  torchrun --nproc_per_node 2 -m unikd lm-distill --quick --out runs/lm/quick-ddp\n"
+            "  unikd lm-distill teacher=Qwen/Qwen2.5-1.5B student=Qwen/Qwen2.5-0.5B data=chat.jsonl \\\n"
+            "      methods=[kd] seeds=[0] block_size=1024 batch_size=8 teacher_dtype=bfloat16 \\\n"
+            "      teacher_device=cpu save_students=true\n"
+            "  unikd lm-distill teacher=./my-teacher student.layers=4 student.hidden=256 data=./texts/\n"
+            'data= records (one JSON object a line): {"text": ...} | {"prompt": ..., "completion": ...} | '
+            '{"messages": [{"role": ..., "content": ...}, ...]}\n'
             "settings (key=default; hyperparameters.<method>.<name>=value sets a loss hyperparameter):\n"
             + describe_defaults()
         ),

@@ -20,10 +20,52 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
-    """``(weight (V, d), bias (V,) or None)`` of ``model.get_output_embeddings()``."""
+def _head_of(model: nn.Module) -> nn.Module | None:
     get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
+    try:
+        head = get() if callable(get) else None
+    except (AttributeError, NotImplementedError):  # a wrapper forwarding to a model without a head
+        return None
+    return head if isinstance(head, nn.Module) else None
+
+
+def _owns_decoder(model: nn.Module, head: nn.Module) -> bool:
+    """``model.base_model`` is a proper submodule that does not contain ``head`` (so it feeds the head)."""
+    base = getattr(model, "base_model", None)
+    if not isinstance(base, nn.Module) or base is model:
+        return False
+    return not any(m is head for m in base.modules())
+
+
+def causal_lm(model: nn.Module, name: str = "model") -> nn.Module:
+    """The ``*ForCausalLM`` inside ``model``: ``model`` itself, or the model under a PEFT / other wrapper.
+
+    The innermost module that owns the output head and has a separate decoder (``base_model``) wins: for a
+    PEFT model that is ``peft_model.base_model.model``, whose decoder's output is the head's input (the
+    PEFT wrapper's own ``base_model`` returns logits). A wrapper that hides the head entirely is searched
+    for the causal LMs inside it; exactly one must be found.
+    """
+    head = _head_of(model)
+    inner = [m for m in model.modules() if (h := _head_of(m)) is not None and (head is None or h is head)]
+    inner = [m for m in inner if _owns_decoder(m, _head_of(m))]
+    heads = {id(_head_of(m)) for m in inner}
+    if not inner or len(heads) > 1:
+        found = "no linear output head: no" if not inner else f"{len(heads)} different"
+        raise ValueError(
+            f"the {name} ({type(model).__name__}) has {found} causal LMs (modules with "
+            "get_output_embeddings() and a separate base_model) inside it; token distillation needs a causal "
+            "LM such as *ForCausalLM. Pass the *ForCausalLM itself (or a PEFT model of one), or use "
+            "fused=False"
+        )
+    return inner[-1]
+
+
+def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
+    """``(weight (V, d), bias (V,) or None)`` of the output head of ``model`` (or of the causal LM inside
+    a wrapper such as PEFT's)."""
+    head = _head_of(model)
+    if head is None:
+        head = _head_of(causal_lm(model, name))
     weight = getattr(head, "weight", None)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise ValueError(
@@ -43,18 +85,23 @@ def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor |
 
 
 def base_model(model: nn.Module) -> nn.Module:
-    """The module whose output is the head's input (``model.base_model`` of a Hugging Face model)."""
-    base = getattr(model, "base_model", None)
-    if not isinstance(base, nn.Module) or base is model:
-        raise ValueError(
-            f"{type(model).__name__} has no separate base model (model.base_model): cannot capture the "
-            "hidden states that feed its output head; use fused=False"
-        )
-    return base
+    """The module whose output is the head's input: the decoder (``base_model``) of the causal LM."""
+    return causal_lm(model).base_model
 
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    """``model`` takes ``logits_to_keep``, itself or through ``**kwargs`` down to the causal LM inside."""
+    params = inspect.signature(model.forward).parameters
+    if "logits_to_keep" in params:
+        return True
+    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not forwards:
+        return False
+    try:
+        inner = causal_lm(model)
+    except ValueError:
+        return False
+    return inner is not model and "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 class HiddenCapture:
@@ -96,6 +143,13 @@ def hidden_states(model: nn.Module, capture: HiddenCapture, inputs: dict[str, An
 @torch.no_grad()
 def check_head_capture(model: nn.Module, name: str = "model", *, tokens: int = 8) -> None:
     """Raise ``ValueError`` unless ``head(captured hidden)`` equals the model's logits on a probe input."""
+    head = _head_of(causal_lm(model, name))
+    if hasattr(head, "base_layer") or hasattr(head, "lora_A"):
+        raise ValueError(
+            f"the {name}'s output head carries an adapter ({type(head).__name__}): the fused loss applies "
+            "head.weight only and would miss the adapter. Leave the head out of the adapter's "
+            "target_modules (for LoRA: not 'lm_head'), or use fused=False"
+        )
     device = next(model.parameters()).device
     vocab = output_head(model, name)[0].shape[0]
     ids = torch.arange(tokens, device=device).remainder(vocab).unsqueeze(0)  # (1, tokens)
@@ -120,4 +174,4 @@ def check_head_capture(model: nn.Module, name: str = "model", *, tokens: int = 8
         )
 
 
-__all__ = ["HiddenCapture", "base_model", "check_head_capture", "hidden_states", "output_head"]
+__all__ = ["HiddenCapture", "base_model", "causal_lm", "check_head_capture", "hidden_states", "output_head"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +14,21 @@ from unikd.token import next_token_labels
 from .capture import HiddenCapture, hidden_states, output_head
 
 
+def _parts(batch: Tensor | Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, batch, None
+    ids = batch["input_ids"]
+    return ids, batch.get("labels", ids), batch.get("attention_mask")
+
+
+def _inputs(ids: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+    return {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask.to(ids.device)}
+
+
 @torch.no_grad()
 def evaluate_lm(
     student: nn.Module,
-    batches: Iterable[Tensor],
+    batches: Iterable[Tensor | Mapping[str, Tensor]],
     teacher: nn.Module | None = None,
     *,
     chunk_size: int = 1024,
@@ -25,8 +36,9 @@ def evaluate_lm(
     """Mean next-token CE (``val_loss``), ``val_ppl = exp(val_loss)`` and, with a teacher, ``val_kl``:
     the mean over tokens of KL(p_teacher || p_student) at temperature 1, in nats.
 
-    ``batches`` yields ``(B, T)`` input-id tensors (every next token is scored). Both models are put in
-    eval mode and restored afterwards; logits exist one chunk of tokens at a time.
+    ``batches`` yields ``(B, T)`` input-id tensors (every next token is scored) or padded batches
+    ``{"input_ids", "labels", "attention_mask"}`` (next tokens whose label is -100 are not scored).
+    Both models are put in eval mode and restored afterwards; logits exist one chunk of tokens at a time.
     """
     models = [m for m in (student, teacher) if m is not None]
     modes = [m.training for m in models]
@@ -41,11 +53,14 @@ def evaluate_lm(
     ce_sum = kl_sum = 0.0
     tokens = 0
     try:
-        for ids in batches:
+        for batch in batches:
+            ids, labels, mask = _parts(batch)
             on = {d: ids.to(d) for d in set(devices)}  # one copy per device, not per model
-            y = next_token_labels(on[device])[:, :-1].reshape(-1)  # (N,) every next token
+            y = next_token_labels(labels.to(device))[:, :-1].reshape(-1)  # (N,) the next tokens
+            keep = (y != -100).nonzero().squeeze(1)  # padding and prompts are not scored
+            y = y[keep]
             hs = [
-                hidden_states(m, c, {"input_ids": on[d]})[:, :-1].reshape(-1, h.shape[1])
+                hidden_states(m, c, _inputs(on[d], mask))[:, :-1].reshape(-1, h.shape[1])[keep.to(d)]
                 for m, c, (h, _), d in zip(models, caps, heads, devices)
             ]
             for start in range(0, y.numel(), chunk_size):

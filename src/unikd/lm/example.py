@@ -17,11 +17,8 @@ blocks in the same order for a seed. Under ``torchrun --nproc_per_node N`` the s
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,12 +26,20 @@ from typing import Any
 
 import torch
 
-from unikd._atomic import atomic_write, atomic_write_text
+from unikd._atomic import atomic_write_text
 
 from ._require import require
 from .corpus import Blocks, batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
 from .evaluate import evaluate_lm
-from .example_config import LMExampleConfig, ModelSize, config_to_yaml
+from .example_common import (
+    _save_tensor,
+    _wait_for,
+    _write_json,
+    build_model,
+    check_settings,
+    world,
+)
+from .example_config import LMExampleConfig, config_to_yaml
 from .example_report import write_report
 from .trainer import DistillationTrainer, DistillSettings
 
@@ -56,47 +61,6 @@ class OrderedTrainer(_InOrder, transformers.Trainer):
 
 class OrderedDistillationTrainer(_InOrder, DistillationTrainer):
     pass
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's environment (``(0, 1)`` outside it)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def build_model(size: ModelSize, vocab: int, context: int, eos: int, seed: int):
-    transformers.set_seed(seed)
-    cfg = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=size.hidden,
-        intermediate_size=size.hidden * 8 // 3 // 8 * 8 or 8,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        num_key_value_heads=size.heads,
-        max_position_embeddings=context,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        tie_word_embeddings=False,
-        use_cache=False,
-    )
-    return transformers.LlamaForCausalLM(cfg)
-
-
-def _save_tensor(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def _wait_for(path: Path, what: str, timeout: float = 4 * 3600) -> None:
-    start = time.monotonic()
-    while not path.exists():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"rank {world()[0]} waited {timeout:.0f} s for {what} ({path}) from rank 0")
-        time.sleep(2)
 
 
 def prepare_data(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
@@ -228,13 +192,21 @@ def train_student(
 ) -> dict[str, Any] | None:
     """Train one student; return its result on rank 0 (None on other ranks)."""
     t0 = time.perf_counter()
-    eos = data["tokenizer"].token_to_id("<|endoftext|>")
-    vocab = data["tokenizer"].get_vocab_size()
-    student = build_model(cfg.student, vocab, cfg.block_size, eos, seed=seed)
+    pretrained = "train_examples" in data  # teacher= named a model (unikd.lm.example_pretrained)
+    if pretrained:
+        from .example_pretrained import make_student
+        from .example_pretrained import train_set as pretrained_set
+
+        student = make_student(cfg, data, teacher, seed)
+        train_set = pretrained_set(cfg, data, cfg.steps, seed)
+    else:
+        eos = data["tokenizer"].token_to_id("<|endoftext|>")
+        student = build_model(cfg.student, data["tokenizer"].get_vocab_size(), cfg.block_size, eos, seed=seed)
+        train_set = _train_set(cfg, data["train"], cfg.steps, seed)
     args = _args(cfg, run_dir, steps=cfg.steps, lr=cfg.lr, seed=seed)
-    train_set = _train_set(cfg, data["train"], cfg.steps, seed)
+    extra = {"data_collator": data["collator"]} if pretrained else {}
     if method == "ce":
-        trainer = OrderedTrainer(model=student, args=args, train_dataset=train_set)
+        trainer = OrderedTrainer(model=student, args=args, train_dataset=train_set, **extra)
     else:
         settings = DistillSettings(
             method,
@@ -243,17 +215,26 @@ def train_student(
             weight=cfg.weight,
             fused=cfg.fused,
             chunk_size=cfg.chunk_size,
+            teacher_device=cfg.teacher_device or None,
+            teacher_dtype=None if cfg.teacher_dtype in ("", "auto") else cfg.teacher_dtype,
         )
+        if data.get("student_tokenizer") is not None:  # two named models: their tokenizers must agree
+            extra.update(student_tokenizer=data["student_tokenizer"], teacher_tokenizer=data["tokenizer"])
         trainer = OrderedDistillationTrainer(
-            student, teacher, args, distill=settings, train_dataset=train_set
+            student, teacher, args, distill=settings, train_dataset=train_set, **extra
         )
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     trainer.train()
     seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return None
-    metrics = evaluate_lm(student, batches(data["val"], 64), teacher, chunk_size=cfg.chunk_size)
+    val = data["val_batches"]() if pretrained else batches(data["val"], 64)
+    metrics = evaluate_lm(student, val, teacher, chunk_size=cfg.chunk_size)
     shutil.rmtree(run_dir / "trainer", ignore_errors=True)
+    if cfg.save_students:
+        student.save_pretrained(run_dir / "model")
+        if pretrained:
+            data["tokenizer"].save_pretrained(run_dir / "model")
     return {
         **metrics,
         "method": method,
@@ -278,36 +259,23 @@ def run_example(cfg: LMExampleConfig, *, tag: str = "", echo=print) -> dict[str,
         torch.set_num_threads(threads)
 
 
-# Settings that do not change what a run computes: a rerun may differ in these and still resume.
-FREE_KEYS = ("out_dir", "seeds", "methods", "threads", "log_steps")
-
-
-def check_settings(cfg: LMExampleConfig, out: Path) -> None:
-    """Refuse to mix runs of different settings in one folder (``settings.json`` records the first)."""
-    mine = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FREE_KEYS}
-    path = out / "settings.json"
-    if not path.exists():
-        _write_json(path, mine)
-        return
-    theirs = json.loads(path.read_text())
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    if differ:
-        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)
-        raise ValueError(
-            f"{out} holds runs made with other settings ({shown}); use another --out, or the same settings "
-            f"to resume (only {', '.join(FREE_KEYS)} may change between invocations)"
-        )
-
-
 def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     out = Path(cfg.out_dir)
     rank, size = world()
+    pretrained = isinstance(cfg.teacher, str)
+    if pretrained:  # load the tokenizers and read data= first: a wrong name or path pins no settings
+        from .example_pretrained import load_teacher, prepare_pretrained
+
+        data = prepare_pretrained(cfg, out, echo)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         check_settings(cfg, out)
         atomic_write_text(out / ("config.yaml" if not tag else f"config-{tag}.yaml"), config_to_yaml(cfg))
-    data = prepare_data(cfg, out, echo)
-    teacher, teacher_result = train_teacher(cfg, out, data, echo)
+    if pretrained:
+        teacher, teacher_result = load_teacher(cfg, out, data, echo)
+    else:
+        data = prepare_data(cfg, out, echo)
+        teacher, teacher_result = train_teacher(cfg, out, data, echo)
     suffix = f"-{tag}" if tag else ""
     todo = [
         (m, s)

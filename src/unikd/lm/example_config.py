@@ -17,7 +17,10 @@ import yaml
 
 from unikd._yaml import read_yaml_file
 
+from .settings import parse_device, parse_dtype
+
 METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
+MODEL_KEYS = ("teacher", "student")  # a mapping (a size to build) or a string (a model to load)
 
 
 @dataclass
@@ -37,10 +40,18 @@ class LMExampleConfig:
     val_percent: int = 10  # files whose path hash mod 100 falls below this are validation
     vocab_size: int = 2048  # byte-level BPE trained on the training files
     block_size: int = 64  # tokens per sequence (the models' context)
-    teacher: ModelSize = field(default_factory=ModelSize)
+    # teacher / student: a ModelSize to train from scratch, or a Hugging Face model name or local folder
+    teacher: ModelSize | str = field(default_factory=ModelSize)
     teacher_steps: int = 800
     teacher_lr: float = 3e-3
-    student: ModelSize = field(default_factory=lambda: ModelSize(layers=2, hidden=64, heads=2))
+    student: ModelSize | str = field(default_factory=lambda: ModelSize(layers=2, hidden=64, heads=2))
+    teacher_dtype: str = ""  # pretrained models: float32 (default), bfloat16, float16 or auto (as saved)
+    student_dtype: str = ""
+    teacher_device: str = ""  # where the teacher runs (default: the training device), e.g. cpu
+    data: str = ""  # pretrained teacher: text folder, .jsonl, datasets name (empty: corpus_dir / stdlib)
+    data_split: str = "train"  # the split of a datasets name
+    eval_data: str = ""  # held-out data in the same forms (empty: val_percent of data)
+    save_students: bool = False  # save each trained student with save_pretrained (runs/<m>/seed<k>/model)
     steps: int = 300  # student optimizer steps
     lr: float = 3e-3
     batch_size: int = 16  # sequences per optimizer step (split across processes under torchrun)
@@ -96,8 +107,12 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
             if fields[key].default_factory is not dataclasses.MISSING
             else fields[key].default
         )
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, f"{prefix}{key}.")
+        if dataclasses.is_dataclass(default) and isinstance(value, str) and key in MODEL_KEYS:
+            value = value.strip()  # a model name or folder instead of a size
+        elif dataclasses.is_dataclass(default):
+            # keys not given keep this field's default (student.layers=3 keeps the student's width)
+            given = {**dataclasses.asdict(default), **value} if isinstance(value, dict) else value
+            value = _build(type(default), given, f"{prefix}{key}.")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{prefix}{key} must be true or false, got {value!r}")
@@ -174,7 +189,25 @@ def check_example_config(cfg: LMExampleConfig) -> None:
     ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if isinstance(cfg.student, str) and not isinstance(cfg.teacher, str):
+        raise ValueError(
+            "student= names a model but teacher= is a size to train: give teacher=<model name or folder> "
+            "too (the teacher must share the student's tokenizer)"
+        )
+    if not isinstance(cfg.teacher, str) and (cfg.data or cfg.eval_data):
+        raise ValueError(
+            "data= / eval_data= need a pretrained teacher (teacher=<model name or folder>); the example "
+            "that trains its own teacher reads corpus_dir"
+        )
+    for key in ("teacher_dtype", "student_dtype"):
+        if getattr(cfg, key) not in ("", "auto"):
+            parse_dtype(getattr(cfg, key), key)
+    parse_device(cfg.teacher_device or None, "teacher_device")
     for role, size in (("teacher", cfg.teacher), ("student", cfg.student)):
+        if isinstance(size, str):
+            if not size:
+                raise ValueError(f"{role}= is empty; give a model name or folder, or {role}.layers=...")
+            continue
         if min(size.layers, size.hidden, size.heads) < 1 or size.hidden % size.heads:
             raise ValueError(
                 f"{role}.hidden ({size.hidden}) must be a positive multiple of {role}.heads "

@@ -7,80 +7,37 @@ exist: the hidden states that feed each output head are captured (:mod:`unikd.lm
 pass. ``fused=False`` computes the same loss from the logits the models return (the reference path, and the
 path for sharded heads under FSDP / ZeRO-3).
 
-The teacher is frozen, in eval mode, moved to the training device and never handed to the accelerator, the
-optimizer or DDP. Every term is logged by name beside the Trainer's ``loss``: ``ce`` and the distillation
-loss under its own name (``kd``, ``reverse_kl``, ``taid``, ...), averaged over the logging interval and over
-processes.
+The teacher is frozen, in eval mode, placed on the training device (or ``teacher_device``, in
+``teacher_dtype``: :mod:`unikd.lm.placement`) and never handed to the accelerator, the optimizer or DDP.
+Every term is logged by name beside the Trainer's ``loss`` and ``eval_loss``: ``ce`` and the distillation
+loss under its own name (``kd``, ``reverse_kl``, ``taid``, ...; :mod:`unikd.lm.term_log`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from unikd.losses._common import check_weight
-from unikd.token import (
-    FusedDistillLoss,
-    TokenDistillLoss,
-    cross_entropy,
-    list_token_losses,
-    next_token_labels,
-)
+from unikd.token import FusedDistillLoss, TokenDistillLoss, cross_entropy, next_token_labels
 
 from ._require import require
 from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
 from .checks import check_dataset, check_pair, context_length
 from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
+from .placement import TeacherPlacement, freeze_teacher
+from .settings import DistillSettings
+from .term_log import TermLogging
 
 transformers = require("transformers")
-
-
-@dataclass
-class DistillSettings:
-    """What the trainer minimises: ``ce_weight * CE + weight * loss(student, teacher)`` per kept token.
-
-    ``loss`` is a name from :func:`unikd.token.list_token_losses` (``kd``, ``reverse_kl``, ``jsd``, ``dkd``,
-    ``nkd``, ``taid``); ``hyperparameters`` its settings (e.g. ``{"temperature": 2.0}``; for ``taid`` also
-    ``t_start``, ``t_end``, ``alpha``, ``beta``, ``adaptive``). ``chunk_size`` is tokens per chunk of the
-    fused path (None: about 2**25 logits per chunk). ``vocab_size`` cuts padded heads to the tokenizer.
-    """
-
-    loss: str = "kd"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    ce_weight: float = 1.0
-    weight: float = 1.0
-    fused: bool = True
-    chunk_size: int | None = None
-    vocab_size: int | None = None
-    ignore_index: int = -100
-
-    def __post_init__(self) -> None:
-        if self.loss not in list_token_losses() or self.loss == "uskd":
-            names = ", ".join(n for n in list_token_losses() if n != "uskd")
-            raise ValueError(
-                f"unknown teacher loss {self.loss!r}; use one of {names} (uskd trains a weak head, not a "
-                "teacher: call unikd.token.FusedDistillLoss('uskd') in your own loop)"
-            )
-        # fused=False combines the two terms here, not in FusedDistillLoss: check the weights for both paths
-        self.ce_weight = check_weight(self.ce_weight, "ce_weight")
-        self.weight = check_weight(self.weight, "weight")
-
-
-def freeze_teacher(teacher: nn.Module, device: torch.device | str) -> nn.Module:
-    """Eval mode, no gradients, on ``device``."""
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher.to(device)
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
 
 
-class DistillationMixin:
+class DistillationMixin(TermLogging):
     """The distillation loss and its logging for any ``transformers.Trainer`` subclass (TRL's included).
 
     Mix it in first (``class MyTrainer(DistillationMixin, SFTTrainer)``) and call :meth:`setup_distillation`
@@ -120,7 +77,10 @@ class DistillationMixin:
         # The loss is normalised by the optimizer step's kept-token count (get_batch_samples below), so the
         # Trainer must not also divide it by the accumulation steps: it skips that when this flag is set.
         self.model_accepts_loss_kwargs = True
-        self.teacher = freeze_teacher(teacher, self.args.device)
+        self._placement = TeacherPlacement(
+            teacher, self.args.device, distill.teacher_device, distill.teacher_dtype
+        )
+        self.teacher = self._placement.teacher
         common = {"ignore_index": distill.ignore_index, "vocab_size": distill.vocab_size}
         if distill.fused:
             for role, m in (("student", model), ("teacher", self.teacher)):
@@ -137,8 +97,7 @@ class DistillationMixin:
             self._teacher_capture = HiddenCapture(self.teacher)
         else:
             self.loss_fn = TokenDistillLoss(distill.loss, **common, **distill.hyperparameters)
-        self._terms: dict[str, Tensor] = {}
-        self._term_steps = 0
+        self._reset_terms()
 
     # -- the loss -------------------------------------------------------------------------------------
     def _targets(self, inputs: dict[str, Any]) -> Tensor:
@@ -166,10 +125,11 @@ class DistillationMixin:
         progress = self._progress() if model.training else None
         if d.fused:
             hs = hidden_states(model, self._student_capture, inputs)
-            with torch.no_grad():
-                ht = hidden_states(self.teacher, self._teacher_capture, inputs)
+            with torch.no_grad():  # one (B, T, d) transfer when the teacher runs elsewhere
+                ht = hidden_states(self.teacher, self._teacher_capture, self._placement.inputs(inputs))
+                ht = ht.to(hs.device)
             ws, bs = output_head(self.accelerator.unwrap_model(model), "student")
-            wt, bt = output_head(self.teacher, "teacher")
+            wt, bt = self._placement.head(hs.device)
             loss, parts = self.loss_fn(
                 hs,
                 ws,
@@ -185,13 +145,14 @@ class DistillationMixin:
         else:
             logits = model(**inputs, use_cache=False).logits
             with torch.no_grad():
-                t_logits = self.teacher(**inputs, use_cache=False).logits
+                t_inputs = self._placement.inputs(inputs)
+                t_logits = self.teacher(**t_inputs, use_cache=False).logits.to(logits.device)
             vocab = self.vocab
             ce = cross_entropy(logits[..., :vocab], targets, ignore_index=d.ignore_index)
             term = self.loss_fn(logits, t_logits, targets, progress=progress)
             loss = d.ce_weight * ce + d.weight * term
+        self._record({"ce": ce, d.loss: term}, training=model.training, sequences=targets.shape[0])
         if model.training:
-            self._record({"ce": ce, d.loss: term})
             if num_items_in_batch is not None:
                 loss = self._token_exact(loss, targets, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
@@ -224,25 +185,6 @@ class DistillationMixin:
         if self._tokens_over_processes():
             scale = scale * self.args.world_size
         return loss * scale
-
-    # -- logging ------------------------------------------------------------------------------------
-    def _record(self, terms: dict[str, Tensor]) -> None:
-        for name, value in terms.items():
-            v = value.detach().float()
-            self._terms[name] = self._terms[name] + v if name in self._terms else v
-        self._term_steps += 1
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if "loss" in logs and self._term_steps:
-            names = sorted(self._terms)
-            local = torch.stack([self._terms[n] for n in names]) / self._term_steps
-            mean = self.accelerator.reduce(local.to(self.args.device), reduction="mean")
-            for name, value in zip(names, mean.tolist()):
-                logs[name] = round(value, 6)
-            if getattr(self.loss_fn, "schedule", None) is not None:
-                logs["taid_t"] = round(float(self.loss_fn.schedule.t), 6)
-            self._terms, self._term_steps = {}, 0
-        super().log(logs, *args, **kwargs)
 
     # -- checkpoints: the loss's own state (TAID's schedule) travels with the optimizer's ------------------
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
