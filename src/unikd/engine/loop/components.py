@@ -1,4 +1,4 @@
-"""Everything the loop touches, built by :func:`unikd.engine.loop.build.build`: :class:`Components`.
+"""Everything the loop touches, built by :func:`unikd.engine.loop.setup.build`: :class:`Components`.
 
 ``networks`` is the list of trained networks, the student first (``[student]`` offline, ``[student,
 *peers]`` online); the student's parts are also reachable directly (``c.model``, ``c.objective``, ...).
