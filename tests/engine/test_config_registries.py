@@ -3,6 +3,7 @@ package can be named in a config, and an unknown name fails with the registered 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -107,3 +108,37 @@ def test_a_name_is_registered_once():
         register_optimizer("sgd", _plain_sgd)
     with pytest.raises(ValueError, match="registered twice"):
         register_schedule("cosine", _halving)
+
+
+def _load_blobs(root=None, split="train", *, resize=None, samples_per_class=None, val_split=0, seed=0,
+                split_seed=None, cache_dir=None, download=False):
+    """A dataset defined outside the package: three classes of 8x8 grey images told apart by brightness."""
+    import numpy as np
+
+    from unikd.data.dataset import check_split, finish, parse_resize
+
+    check_split(split)
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    y = np.repeat(np.arange(3), 40)
+    x = (rng.integers(0, 60, size=(120, 1, 8, 8)) + 60 * y[:, None, None, None]).astype(np.uint8)
+    return finish(x, y, ["dark", "mid", "light"], split=split, name="blobs", mean=[0.5], std=[0.3],
+                  val_split=val_split, samples_per_class=samples_per_class, seed=seed, split_seed=split_seed,
+                  resize=parse_resize(resize))
+
+
+def test_a_run_trains_with_a_dataset_optimizer_and_schedule_registered_outside(registered, tmp_path):
+    from unikd.engine import train
+
+    DATASETS.register("blobs", _load_blobs)
+    try:
+        cfg = load_config(None, [
+            "model=tiny_cnn", "data.name=blobs", "optim.name=plainsgd", "sched.name=halving", "epochs=2",
+            "data.batch_size=40", "data.crop_padding=0", "data.hflip=false", "device=cpu",
+            "tensorboard=false", f"out_dir={tmp_path}",
+        ])
+        summary = train(cfg)
+    finally:
+        DATASETS._entries.pop("blobs", None)
+    assert summary["finished"] and summary["epochs"] == 2
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == [pytest.approx(0.05 * 0.5**2), pytest.approx(0.05 * 0.5**5)]  # halving: 3 steps per epoch
