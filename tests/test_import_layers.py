@@ -1,17 +1,14 @@
 """The import graph of ``src/unikd`` follows the layers of docs/architecture.md: every import points down.
 
 Every ``import`` statement counts, including the ones inside functions (a lazy import is still a
-dependency). A new package must be placed in ``UNITS`` below; the failure message says so.
+dependency; the graph is built by ``tests/import_graph.py``, which ``benchmarks/code_shape.py`` reads too).
+A new package must be placed in ``UNITS`` below; the failure message says so.
 """
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
-
-SRC = Path(__file__).resolve().parents[1] / "src"
+from import_graph import FACADE, SRC, file_cycles, graph, imports, module_edges, module_name
 
 # unit -> (layer, module prefixes). Higher layers may import lower ones; a unit may import itself and
 # other units of its own layer (no cycles between them). The most specific prefix decides. The engine is
@@ -40,16 +37,8 @@ UNITS: dict[str, tuple[int, tuple[str, ...]]] = {
     "demo": (8, ("unikd.demo",)),
     "cli": (9, ("unikd.cli", "unikd.__main__")),
 }
-# The package root re-exports the public API of every layer (it is the facade, not a layer).
-FACADE = "unikd"
 LEAVES = ("models", "data", "losses", "token", "stats", "cache.read")
 ENGINE_LAYER = UNITS["engine.run"][0]  # the lowest floor of the engine
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
 
 
 def _unit(module: str) -> str | None:
@@ -61,55 +50,15 @@ def _unit(module: str) -> str | None:
     return best
 
 
-def _imports(path: Path, module: str) -> list[tuple[str, int]]:
-    """Absolute names of the unikd modules ``path`` imports, with line numbers."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(a.name, node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            # ``from unikd.cache import build`` imports the submodule unikd.cache.build; other names come
-            # from the package itself (the root's __version__ is a constant, not a dependency on the facade)
-            modules = [f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")]
-            others = [a.name for a in node.names if f"{target}.{a.name}" not in modules]
-            found += [(m, node.lineno) for m in modules]
-            if others and not (target == FACADE and others == ["__version__"]):
-                found.append((target, node.lineno))
-    return [(name, line) for name, line in found if name == "unikd" or name.startswith("unikd.")]
-
-
-def _is_module(name: str) -> bool:
-    rel = Path(*name.split("."))
-    return (SRC / rel).with_suffix(".py").is_file() or (SRC / rel / "__init__.py").is_file()
-
-
-def _graph() -> list[tuple[str, str, str, int]]:
-    """(importing module, imported module, file, line) for every unikd import in src/unikd."""
-    edges = []
-    for path in sorted((SRC / "unikd").rglob("*.py")):
-        module = _module_name(path)
-        for target, line in _imports(path, module):
-            edges.append((module, target, str(path.relative_to(SRC.parent)), line))
-    return edges
-
-
 def test_every_module_belongs_to_a_layer():
-    unplaced = sorted({_module_name(p) for p in (SRC / "unikd").rglob("*.py")} - {FACADE})
+    unplaced = sorted({module_name(p) for p in (SRC / "unikd").rglob("*.py")} - {FACADE})
     unplaced = [m for m in unplaced if _unit(m) is None]
     assert not unplaced, f"place these modules in UNITS of {__file__} (see docs/architecture.md): {unplaced}"
 
 
 def test_imports_point_down():
     bad = []
-    for src, dst, where, line in _graph():
+    for src, dst, where, line in graph():
         if src == FACADE or dst == FACADE:
             if dst == FACADE and src != FACADE:
                 bad.append(f"{where}:{line} {src} imports the package root (import from the layer instead)")
@@ -124,14 +73,14 @@ def test_imports_point_down():
 
 
 def test_leaves_never_import_engine_bench_cli_or_lm():
-    bad = [f"{where}:{line} {src} imports {dst}" for src, dst, where, line in _graph()
+    bad = [f"{where}:{line} {src} imports {dst}" for src, dst, where, line in graph()
            if _unit(src) in LEAVES and _unit(dst) is not None and UNITS[_unit(dst)][0] >= ENGINE_LAYER]
     assert not bad, "\n".join(bad)
 
 
 def test_no_cycles_between_units():
     deps: dict[str, set[str]] = {}
-    for src, dst, _, _ in _graph():
+    for src, dst, _, _ in graph():
         su, du = _unit(src), _unit(dst)
         if su and du and su != du:
             deps.setdefault(su, set()).add(du)
@@ -151,67 +100,27 @@ def test_no_cycles_between_units():
         visit(unit, [])
 
 
-def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
+def test_the_checker_sees_lazy_and_relativeimports(tmp_path):
     # The checker itself must not be blind: a function-level import and a relative import are both found.
     pkg = SRC / "unikd" / "losses" / "kd.py"
-    names = [name for name, _ in _imports(pkg, "unikd.losses.kd")]
+    names = [name for name, _ in imports(pkg, "unikd.losses.kd")]
     assert "unikd.losses._common" in names
     setup_py = SRC / "unikd" / "engine" / "loop" / "parts.py"
-    setup = [name for name, _ in _imports(setup_py, "unikd.engine.loop.parts")]
+    setup = [name for name, _ in imports(setup_py, "unikd.engine.loop.parts")]
     assert "unikd.models" in setup  # imported inside functions there
-
-
-def _file_cycles(edges: list[tuple[str, str]]) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), each sorted."""
-    graph: dict[str, set[str]] = {}
-    for src, dst in edges:
-        graph.setdefault(src, set()).add(dst)
-        graph.setdefault(dst, set())
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    groups: list[list[str]] = []
-
-    def connect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            group = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                group.append(w)
-                if w == v:
-                    break
-            if len(group) > 1:
-                groups.append(sorted(group))
-
-    for v in sorted(graph):
-        if v not in index:
-            connect(v)
-    return groups
 
 
 def test_no_cycles_between_files():
     # Module-level, not only unit-level: a lazy import inside a function is still an edge, so two files that
     # import each other (even one of them lazily, or under TYPE_CHECKING) fail here.
-    edges = [(src, dst) for src, dst, _, _ in _graph() if src != FACADE and dst != FACADE and src != dst]
-    cycles = _file_cycles(edges)
+    cycles = file_cycles(module_edges())
     assert not cycles, "import cycles between files:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     # The finder must not be blind: a -> b -> c -> a is one group, a tree is none.
-    assert _file_cycles([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == [["a", "b", "c"]]
-    assert _file_cycles([("a", "b"), ("a", "c"), ("b", "c")]) == []
+    assert file_cycles([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == [["a", "b", "c"]]
+    assert file_cycles([("a", "b"), ("a", "c"), ("b", "c")]) == []
 
 
 def test_engine_modules_live_in_rooms():

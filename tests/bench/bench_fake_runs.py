@@ -1,4 +1,4 @@
-"""Synthetic run folders in the format of docs/architecture.md ("Run folder"), for report tests that must
+"""Synthetic run folders in the format of docs/training.md ("Where results live"), for report tests that must
 not depend on the training harness."""
 
 from __future__ import annotations

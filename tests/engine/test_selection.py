@@ -1,7 +1,7 @@
-"""The instance selection in the objective (``selection``, engine/selection.py): every term and the CE see
-the selected rows only (their logits, targets, teacher logits, taps, images, indices), terms reading
-``sample_weights`` get the selected rows' weights, a step without selected rows is 0 with a gradient, and
-non-finite logits still give a NaN loss."""
+"""The instance selection in the objective (``selection``, engine/objective/selection.py): every term and
+the CE see the selected rows only (their logits, targets, teacher logits, taps, images, indices), terms
+reading ``sample_weights`` get the selected rows' weights, a step without selected rows is 0 with a gradient,
+and non-finite logits still give a NaN loss."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ from unikd._yaml import read_yaml_file
 from unikd.bench.results import COMPARISON_METRICS
 from unikd.bench.values import expand_env, flatten, format_value
 
-# Methods whose loss needs teacher logits (docs/architecture.md, "Losses"); only a fallback for when the
+# Methods whose loss needs teacher logits (docs/losses.md, "Functional API"); only a fallback for when the
 # loss registry cannot be imported -- method_requires_teacher asks the loss classes themselves.
 TEACHER_METHODS = frozenset({"kd", "dkd", "nkd"})
 # Keys the bench sets itself for every run; a spec that sets them would silently be overridden.

@@ -20,7 +20,7 @@ examples:
   torchrun --nproc_per_node 2 -m unikd train configs/x.yaml   # DDP, data.batch_size is the global batch
 
 overrides use dotted keys (optim.lr=0.1, loss.temperature=4, teacher.model=resnet56) and YAML values
-([150, 180] for lists, null for None). Every key and default: docs/architecture.md (config schema).
+([150, 180] for lists, null for None). Every key and default: docs/training.md (config schema).
 """
 
 

@@ -14,7 +14,7 @@ maps the student's map to the teacher's shape, ``w_k >= 0`` the per-segment weig
 The paper's full text was not available, so every choice below is this library's, not the paper's:
 
 - segment boundaries: the tap kind ``segments``, by default every stage output the zoo's feature taps
-  expose (the ``stages`` of docs/architecture.md); ``taps.student.segments`` / ``taps.teacher.segments``
+  expose (the ``stages`` of docs/training.md); ``taps.student.segments`` / ``taps.teacher.segments``
   list other module paths (the same count for both networks);
 - connector ``A_k``: a spatial resize to the teacher's size when the sizes differ (adaptive average pooling
   when the student's map is at least as large in both dimensions, which for integer factors is the mean of

@@ -20,18 +20,19 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """Allowed values of the string-valued keys ("method" is checked against methods()). Datasets,
     optimizers and schedules come from where they are registered, so a dataset registered from outside the
     package can be named in a config."""
-    from unikd.data import DATASETS
-    from unikd.engine.optim.optimizers import OPTIMIZERS
-    from unikd.engine.optim.schedules import SCHEDULES
+    from unikd.data import list_datasets
+    from unikd.engine.optim.optimizers import list_optimizers
+    from unikd.engine.optim.schedules import list_schedules
 
     return {
         "precision": ("fp32", "bf16", "fp16"),
         "integrity": ("lenient", "strict"),
-        "data.name": tuple(DATASETS.names()),
+        "data.name": tuple(list_datasets()),
         "data.loader": ("memory", "torch"),
-        "optim.name": tuple(OPTIMIZERS),
-        "sched.name": tuple(SCHEDULES),
+        "optim.name": tuple(list_optimizers()),
+        "sched.name": tuple(list_schedules()),
     }
+
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 

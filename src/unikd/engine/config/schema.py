@@ -1,6 +1,6 @@
 """The typed training config: :class:`Config`, its key tree, merging and building (validated).
 
-Every key and default is listed in ``docs/architecture.md`` (the config schema). Unknown keys fail with
+Every key and default is listed in ``docs/training.md`` (the config schema). Unknown keys fail with
 the closest valid key, values are type-checked (and coerced where unambiguous, e.g. ``5e-4`` written as a
 string in YAML 1.1), and the ``loss`` section accepts, besides its fixed keys, exactly the hyperparameters
 of the chosen method's loss module -- or, in the terms form, ``loss.terms`` (see
@@ -169,7 +169,7 @@ def _unknown_key(key: str, source: str) -> ValueError:
     did_you_mean = f" Did you mean {hint!r}?" if hint else ""
     return ValueError(
         f"unknown config key {key!r} (from {source}).{did_you_mean} "
-        f"See docs/architecture.md (config schema) for every key."
+        f"See docs/training.md (config schema) for every key."
     )
 
 

@@ -150,7 +150,7 @@ class Objective(nn.Module):
             "pooled": {},
         }
         selected: dict[str, Tensor] = {}
-        if self.selection is not None:  # the whole objective on the selected rows (engine/selection.py)
+        if self.selection is not None:  # the whole objective on the selected rows (selection.py)
             kept, step, selected = select_rows(self.selection, logits, step)
             if kept is None:  # no row to learn from: 0, with a (zero) gradient for every weight
                 return {**{n: logits.sum() * 0.0 for n in self.term_names()}, **selected}

@@ -1,4 +1,8 @@
-"""Optimiser factory: SGD (momentum, Nesterov) and AdamW with no-decay parameter groups.
+"""Optimiser registry and factory: SGD (momentum, Nesterov) and AdamW with no-decay parameter groups.
+
+``optim.name`` is looked up in :data:`OPTIMIZERS` (timm style: :func:`register_optimizer`,
+:func:`create_optimizer`, :func:`list_optimizers`), so an optimiser registered from outside the package can be
+named in a config.
 
 Weight decay on normalisation weights and biases hurts accuracy and is excluded by the common
 CIFAR/ImageNet recipes (e.g. "Bag of Tricks", He et al. 2019); we exclude every parameter with fewer
@@ -7,14 +11,62 @@ than two dimensions, which covers BatchNorm/LayerNorm/GroupNorm scales, shifts a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from unikd.registry import unknown_name_message
+from unikd.registry import Registry, unknown_name_message
 
-OPTIMIZERS = ("sgd", "adamw")
+__all__ = [
+    "OPTIMIZERS",
+    "build_optimizer",
+    "create_optimizer",
+    "list_optimizers",
+    "param_groups",
+    "register_optimizer",
+]
+
+# name -> factory(param_groups, *, lr, momentum, nesterov, betas) -> Optimizer. A factory takes every keyword
+# (extra ones via **kwargs) and validates the ones it uses; lr and weight_decay are checked before it runs.
+OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer (optim.name)")
+
+
+def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer]) -> None:
+    """Register ``factory(param_groups, *, lr, momentum, nesterov, betas, **kwargs) -> Optimizer``."""
+    OPTIMIZERS.register(name, factory)
+
+
+def list_optimizers() -> list[str]:
+    """Sorted names accepted by ``optim.name``."""
+    return OPTIMIZERS.names()
+
+
+def create_optimizer(name: str, param_groups: list[dict], **kwargs: Any) -> torch.optim.Optimizer:
+    """The registered optimiser ``name`` over ``param_groups``; unknown names fail with the closest one."""
+    return OPTIMIZERS.get(name)(param_groups, **kwargs)
+
+
+def _sgd(
+    groups: list[dict], *, lr: float, momentum: float, nesterov: bool, **_: Any
+) -> torch.optim.Optimizer:
+    if momentum < 0:
+        raise ValueError(f"optim.momentum must be >= 0, got {momentum}")
+    if nesterov and momentum == 0:
+        raise ValueError("optim.nesterov=true needs optim.momentum > 0 (e.g. optim.momentum=0.9)")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(nesterov))
+
+
+def _adamw(groups: list[dict], *, lr: float, betas: Sequence[float], **_: Any) -> torch.optim.Optimizer:
+    pair = tuple(float(b) for b in betas)
+    if len(pair) != 2 or not all(0 <= b < 1 for b in pair):
+        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(pair)}")
+    return torch.optim.AdamW(groups, lr=lr, betas=pair)  # type: ignore[arg-type]
+
+
+register_optimizer("sgd", _sgd)
+register_optimizer("adamw", _adamw)
 
 
 def _unique_trainable(modules: Iterable[nn.Module]) -> list[tuple[str, nn.Parameter]]:
@@ -73,7 +125,7 @@ def build_optimizer(
     Args:
         modules: modules whose trainable parameters are optimised; a parameter shared between modules
             is included once.
-        name: ``"sgd"`` or ``"adamw"``.
+        name: a registered optimiser (``"sgd"``, ``"adamw"`` or one added by :func:`register_optimizer`).
         lr: base learning rate (> 0).
         momentum, nesterov: SGD only. Nesterov needs ``momentum > 0``.
         weight_decay: L2 (SGD) / decoupled (AdamW) weight decay (>= 0).
@@ -83,20 +135,11 @@ def build_optimizer(
     if isinstance(modules, nn.Module):
         modules = [modules]
     key = str(name).lower()
-    if key not in OPTIMIZERS:
-        raise ValueError(unknown_name_message("optimizer (optim.name)", str(name), OPTIMIZERS))
+    if key not in OPTIMIZERS:  # the message names the value as written, before any other check
+        raise ValueError(unknown_name_message(OPTIMIZERS.kind, str(name), list_optimizers()))
     if not lr > 0:
         raise ValueError(f"optim.lr must be > 0, got {lr}; set e.g. optim.lr=0.05")
     if weight_decay < 0:
         raise ValueError(f"optim.weight_decay must be >= 0, got {weight_decay}")
     groups = param_groups(modules, weight_decay=weight_decay, no_decay_norm_bias=no_decay_norm_bias)
-    if key == "sgd":
-        if momentum < 0:
-            raise ValueError(f"optim.momentum must be >= 0, got {momentum}")
-        if nesterov and momentum == 0:
-            raise ValueError("optim.nesterov=true needs optim.momentum > 0 (e.g. optim.momentum=0.9)")
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(nesterov))
-    betas = tuple(float(b) for b in betas)
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(betas)}")
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)  # type: ignore[arg-type]
+    return OPTIMIZERS.get(key)(groups, lr=lr, momentum=momentum, nesterov=nesterov, betas=betas)

@@ -6,19 +6,77 @@ learning rate of step ``s`` is a pure function of ``s`` (exact resume only needs
 Multistep convention (the CIFAR KD protocol of CRD/DKD/mdistiller): milestone ``m`` means that the
 decay applies from 0-based epoch index ``m`` onward, i.e. with milestones ``[150, 180, 210]`` the 151st
 epoch (1-based) is the first one at ``0.1 * lr``.
+
+``sched.name`` is looked up in :data:`SCHEDULES` (timm style: :func:`register_schedule`,
+:func:`create_schedule`, :func:`list_schedules`), so a schedule registered from outside the package can be
+named in a config. A schedule is the shape of the factor; the warmup ramp is applied on top of every one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from unikd.registry import unknown_name_message
+from unikd.registry import Registry, unknown_name_message
 
-SCHEDULES = ("multistep", "cosine", "constant")
+__all__ = [
+    "SCHEDULES",
+    "StepLR",
+    "build_scheduler",
+    "create_schedule",
+    "list_schedules",
+    "lr_factor_fn",
+    "register_schedule",
+]
+
+Factor = Callable[[int], float]
+
+# name -> factory(*, total_steps, warmup_steps, milestone_steps, gamma, min_lr_factor) -> f(step) -> factor.
+# A factory takes every keyword (extra ones via **kwargs); the arguments are validated before it runs.
+SCHEDULES: Registry[Factor] = Registry("schedule (sched.name)")
+
+
+def register_schedule(name: str, factory: Callable[..., Factor]) -> None:
+    """Register ``factory(*, total_steps, warmup_steps, milestone_steps, gamma, min_lr_factor, **kwargs)``,
+    which returns ``f(step) -> lr / base_lr`` before the warmup ramp."""
+    SCHEDULES.register(name, factory)
+
+
+def list_schedules() -> list[str]:
+    """Sorted names accepted by ``sched.name``."""
+    return SCHEDULES.names()
+
+
+def create_schedule(name: str, **kwargs: Any) -> Factor:
+    """The factor function of the registered schedule ``name`` (no warmup); unknown names fail clearly."""
+    return SCHEDULES.get(name)(**kwargs)
+
+
+def _multistep(*, milestone_steps: Sequence[int], gamma: float, **_: Any) -> Factor:
+    return lambda step: gamma ** sum(step >= m for m in milestone_steps)
+
+
+def _cosine(*, total_steps: int, warmup_steps: int, min_lr_factor: float, **_: Any) -> Factor:
+    span = max(total_steps - warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        progress = min(max(step - warmup_steps, 0) / span, 1.0)
+        return min_lr_factor + (1.0 - min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _constant(**_: Any) -> Factor:
+    return lambda step: 1.0
+
+
+register_schedule("multistep", _multistep)
+register_schedule("cosine", _cosine)
+register_schedule("constant", _constant)
 
 
 def lr_factor_fn(
@@ -39,7 +97,7 @@ def lr_factor_fn(
     """
     key = str(name).lower()
     if key not in SCHEDULES:
-        raise ValueError(unknown_name_message("schedule (sched.name)", str(name), SCHEDULES))
+        raise ValueError(unknown_name_message(SCHEDULES.kind, str(name), list_schedules()))
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if int(steps_per_epoch) < 1:
@@ -65,18 +123,17 @@ def lr_factor_fn(
         warm = max(warm, 1)
     # A milestone in (possibly fractional) epochs becomes the first step that runs decayed.
     ms_steps = [int(math.ceil(m * spe)) for m in ms]
-    gamma = float(gamma)
-    floor = float(min_lr_factor)
+    shape = create_schedule(
+        key,
+        total_steps=total,
+        warmup_steps=warm,
+        milestone_steps=ms_steps,
+        gamma=float(gamma),
+        min_lr_factor=float(min_lr_factor),
+    )
 
     def factor(step: int) -> float:
-        if key == "multistep":
-            f = gamma ** sum(step >= m for m in ms_steps)
-        elif key == "cosine":
-            span = max(total - warm, 1)
-            progress = min(max(step - warm, 0) / span, 1.0)
-            f = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            f = 1.0
+        f = shape(step)
         if step < warm:
             f *= (step + 1) / warm
         return f
@@ -119,7 +176,8 @@ def build_scheduler(
 
     Args:
         optimizer: the optimiser whose groups' current ``lr`` is the base lr.
-        name: ``"multistep"``, ``"cosine"`` or ``"constant"``.
+        name: a registered schedule (``"multistep"``, ``"cosine"``, ``"constant"`` or one added by
+            :func:`register_schedule`).
         epochs, steps_per_epoch: the run length (cosine anneals over ``epochs * steps_per_epoch`` steps).
         milestones: multistep decay epochs (0-based epoch index where the decay starts); milestones at or
             beyond ``epochs`` never apply.
