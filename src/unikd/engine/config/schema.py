@@ -263,6 +263,8 @@ def _special_cases(tree: dict[str, Any]) -> None:
         tree["resume"] = "auto"
     if tree["data"].get("drop_classes") == []:  # `data.drop_classes=[]` switches dropping off
         tree["data"]["drop_classes"] = None
+    if isinstance(tree.get("checks"), bool):  # YAML 1.1 reads `checks: off` as false (and `on` as true)
+        tree["checks"] = "full" if tree["checks"] else "off"
     tb = tree.get("tensorboard")
     if isinstance(tb, str) and tb.lower() in ("true", "false"):
         tree["tensorboard"] = tb.lower() == "true"
