@@ -11,7 +11,9 @@ look at its (possibly changed) data and teacher. Twenty batches of 64 rows see e
 that can be measured. ``full`` checks every step, ``off`` none.
 
 Under ``compile=step`` the checked steps run eagerly (the value checks are never traced); the compiled
-forward takes over at the first unchecked step and is built then, once.
+forward takes over at the first unchecked step. It compiles twice, then never again: the first compilation
+specialises on the epoch progress (a float, new every step), the second makes it symbolic (dynamo's
+automatic dynamic; ``torch.compiler.config.dynamic_sources`` reaches integers only in torch 2.13).
 """
 
 from __future__ import annotations
