@@ -183,7 +183,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--block", type=int, default=20, help="steps per timed block")
-    p.add_argument("--backend", default="inductor", help="torch.compile backend of mode 'compile'")
+    p.add_argument("--backend", default=None,
+                   help="torch.compile backend of the compiled modes (inductor; aot_eager with --quick)")
     p.add_argument("--epochs", type=int, default=240)
     p.add_argument("--train-size", type=int, default=50000)
     p.add_argument("--table-runs", type=int, default=140, help="runs of the standard table (28 cells x 5)")
@@ -197,10 +198,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             ("block", 4),
             ("jobs", ""),
             ("methods", "ce,uskd"),
-            ("backend", "aot_eager"),
         ):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
+    args.backend = args.backend or ("aot_eager" if args.quick else "inductor")
     args.pairs = [s for s in args.pairs.split(",") if s]
     args.methods = [s for s in args.methods.split(",") if s]
     args.modes = [s for s in args.modes.split(",") if s]
