@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 import unikd.losses as L
-from unikd.engine.objective import context_arguments, requires_of
+from unikd.losses.contract import context_arguments, requires_of
 
 N, C, D_S, D_T, SAMPLES = 4, 5, 4, 6, 20
 SHAPES = {"stages": [(4, 8, 8), (8, 4, 4), (16, 2, 2)]}  # per tap kind; others get one (4, 8, 8) map
