@@ -44,10 +44,14 @@ def counted(monkeypatch):
     torch._dynamo.reset()
 
 
-def _steps(npz, out, n, **extra):
-    """``n`` steps of a uskd run (feature tap, soft teacher-free term); returns the trainer, the logged
-    terms of every step and the compilations counted after each step."""
-    cfg = load_config(None, base_overrides(npz, out, method="uskd", **{"data.batch_size": 16}, **extra))
+# uskd: a feature tap and a teacher-free term; dml: online, two networks in one compiled forward
+SETUPS = {"uskd": {"method": "uskd"}, "dml": {"method": "dml", "online.peers": "[tiny_cnn]"}}
+
+
+def _steps(npz, out, n, setup="uskd", **extra):
+    """``n`` steps of a run of ``SETUPS[setup]``; returns the trainer and the logged terms of every
+    step."""
+    cfg = load_config(None, base_overrides(npz, out, **SETUPS[setup], **{"data.batch_size": 16}, **extra))
     c = build(cfg, CPU)
     trainer, values = Trainer(c), []
     per_epoch = len(c.train_loader)
@@ -60,8 +64,9 @@ def _steps(npz, out, n, **extra):
     return trainer, values
 
 
-def test_compiled_step_matches_eager_and_compiles_once(npz_data, tmp_path, counted):
-    _, eager = _steps(npz_data, tmp_path / "e", 10, checks="off")
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_compiled_step_matches_eager_and_compiles_once(npz_data, tmp_path, counted, setup):
+    _, eager = _steps(npz_data, tmp_path / "e", 10, setup, checks="off")
     counts = []
     original = Trainer.step
 
@@ -72,7 +77,7 @@ def test_compiled_step_matches_eager_and_compiles_once(npz_data, tmp_path, count
 
     Trainer.step = step
     try:
-        _, compiled = _steps(npz_data, tmp_path / "c", 10, checks="off", compile="step")
+        _, compiled = _steps(npz_data, tmp_path / "c", 10, setup, checks="off", compile="step")
     finally:
         Trainer.step = original
     for e, c in zip(eager, compiled):
