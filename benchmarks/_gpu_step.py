@@ -9,7 +9,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-MODES = ("eager", "eager+checks", "compile", "cudagraphs", "compile+cudagraphs")
+MODES = ("eager", "eager+checks", "compile", "cudagraphs", "compile+cudagraphs", "engine", "engine+compile")
 METHODS = ("ce", "kd", "nkd", "uskd")
 
 
@@ -69,6 +69,10 @@ def make_step(mode: str, pair: str, method: str, args: argparse.Namespace, x, y)
     """A callable running one step of ``mode`` on fixed-shape batches (``None`` if the mode is not here)."""
     from unikd.losses.checks import checks
 
+    if mode.startswith("engine"):  # the engine's own step (benchmarks/_gpu_step_engine.py)
+        from _gpu_step_engine import make_engine_step
+
+        return make_engine_step(mode, pair, method, args)
     if "cudagraphs" in mode and args.device != "cuda":
         return None
     student, teacher, loss_mod, tap, opt = build(pair, method, args)

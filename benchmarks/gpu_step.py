@@ -1,24 +1,30 @@
 """Milliseconds per training step on one device: eager vs torch.compile vs CUDA graphs, and k concurrent jobs.
 
-The step is built here from unikd's models and losses (self-contained, so it can be captured whatever the
-engine does): the teacher forward under ``no_grad``, the student forward, CE plus the method's term, the
-backward pass and a fused (else foreach) SGD update. Data are random CIFAR-shaped batches (nothing is
-downloaded or stored). Modes:
+Ready for a GPU run in one command: ``python benchmarks/gpu_step.py`` on a CUDA machine (the full grid;
+every mode, CE/KD/NKD/USKD, k = 1, 2, 4, 8 jobs). Two kinds of step are timed:
 
-- ``eager``: checks off (``unikd.losses.checks``: no host sync in the losses); ``eager+checks``: checks full;
-- ``compile``: ``torch.compile`` of the whole step (``--backend``, inductor by default);
-- ``cudagraphs``: the eager step captured once in a ``torch.cuda.CUDAGraph`` and replayed (CUDA only);
-- ``compile+cudagraphs``: ``torch.compile(mode="reduce-overhead")`` (CUDA only).
+- the self-contained step built here from unikd's models and losses (so it can be captured in a CUDA graph
+  whatever the engine does): the teacher forward under ``no_grad``, the student forward, CE plus the
+  method's term, the backward pass and a fused (else foreach) SGD update, in the modes ``eager`` (checks
+  off: ``unikd.losses.checks``, no host sync in the losses), ``eager+checks`` (checks full), ``compile``
+  (``torch.compile`` of the whole step including backward and update, ``--backend``, inductor by default),
+  ``cudagraphs`` (the eager step captured once in a ``torch.cuda.CUDAGraph``, CUDA only) and
+  ``compile+cudagraphs`` (``mode="reduce-overhead"``, CUDA only);
+- the engine's own step (``Trainer.step``, benchmarks/_gpu_step_engine.py), CE and USKD only (teacher-free):
+  ``engine`` (eager, checks off) and ``engine+compile`` (``compile=step``). It keeps its one host copy per
+  step (the finiteness check and the logs), so it is not captured in a CUDA graph.
 
-Configurations of a pair are timed round robin (``--rounds`` rounds of ``--block`` steps, one device sync
-per block; medians), so drifts of the machine hit all alike. Printed: ms/step, the ratio to CE of the same
-pair and mode, images/s, and the projected wall time of one ``--epochs`` run over ``--train-size`` images
-(drop-last batches; steps only: no data loading or evaluation). Then, for ``--jobs`` k = 1, 2, 4, 8, k
-processes run one configuration at once (CPU threads split between them): images/s per device, and the
-projected time of the standard table (``--table-runs`` runs of that configuration, k at a time).
+Data are random CIFAR-shaped batches (nothing is downloaded). Configurations of a pair are timed round
+robin (``--rounds`` rounds of ``--block`` steps, one device sync per block; medians), so drifts of the
+machine hit all alike. Printed: ms/step, the ratio to CE of the same pair and mode, images/s, and the
+projected wall time of one ``--epochs`` run over ``--train-size`` images (drop-last batches; steps only: no
+data loading or evaluation). Then, for ``--jobs`` k = 1, 2, 4, 8, k processes run one configuration at once
+(CPU threads split between them): images/s per device, and the projected time of the standard table
+(``--table-runs`` runs of that configuration, k at a time).
 
     python benchmarks/gpu_step.py                                # CUDA, the full grid
-    python benchmarks/gpu_step.py --device cpu --quick           # CPU: one pair at 16x16, eager vs compile
+    python benchmarks/gpu_step.py --device cpu --quick           # CPU smoke run, under a minute
+    python benchmarks/gpu_step.py --device cpu --quick --backend inductor --modes eager,engine,engine+compile
     python benchmarks/gpu_step.py --pairs resnet32x4:resnet8x4 --methods ce,uskd --modes eager,cudagraphs
 """
 
@@ -162,7 +168,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = "cuda" if torch.cuda.is_available() else "cpu"
     p.add_argument("--device", default=default, choices=("cuda", "cpu"))
-    p.add_argument("--quick", action="store_true", help="one small pair at 16x16, few steps (CPU-sized)")
+    p.add_argument("--quick", action="store_true",
+                   help="CPU smoke run in under a minute: one small pair at 16x16, CE and USKD, few steps, "
+                   "no concurrent jobs, compile backend aot_eager (no code generation: not inductor's times)")
     p.add_argument("--pairs", default="resnet32x4:resnet8x4,resnet56:resnet20", help="teacher:student,...")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--modes", default=",".join(MODES))
@@ -175,7 +183,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--block", type=int, default=20, help="steps per timed block")
-    p.add_argument("--backend", default="inductor", help="torch.compile backend of mode 'compile'")
+    p.add_argument("--backend", default=None,
+                   help="torch.compile backend of the compiled modes (inductor; aot_eager with --quick)")
     p.add_argument("--epochs", type=int, default=240)
     p.add_argument("--train-size", type=int, default=50000)
     p.add_argument("--table-runs", type=int, default=140, help="runs of the standard table (28 cells x 5)")
@@ -187,10 +196,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             ("warmup", 2),
             ("rounds", 5),
             ("block", 4),
-            ("jobs", "1,2"),
+            ("jobs", ""),
+            ("methods", "ce,uskd"),
         ):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
+    args.backend = args.backend or ("aot_eager" if args.quick else "inductor")
     args.pairs = [s for s in args.pairs.split(",") if s]
     args.methods = [s for s in args.methods.split(",") if s]
     args.modes = [s for s in args.modes.split(",") if s]

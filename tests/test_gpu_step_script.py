@@ -71,3 +71,13 @@ def test_quick_cpu_run_prints_every_configuration():
     assert all(float(r[2]) > 0 for r in rows if r[0] in ("ce", "uskd"))
     assert "k concurrent jobs" in text and any(r[0] == "1" for r in rows), text
     assert "failed" not in text, text
+
+
+@pytest.mark.slow
+def test_quick_run_times_the_engine_step():
+    # the engine's own step, eager and compile=step (aot_eager under --quick); KD has no engine row
+    text = _run("--device", "cpu", "--quick", "--methods", "ce,kd", "--modes", "engine,engine+compile",
+                "--rounds", "1", "--block", "1")
+    rows = [line.split() for line in text.splitlines() if line.startswith("  ") and "." in line]
+    assert {(r[0], r[1]) for r in rows} == {("ce", "engine"), ("ce", "engine+compile")}, text
+    assert "compile backend aot_eager" in text and "failed" not in text, text

@@ -241,6 +241,9 @@ def validate(cfg: Any) -> None:
     from unikd.engine.config.transfer import check_transfer_config
 
     check_transfer_config(cfg)  # data.transfer, loss.target, selection
+    from unikd.engine.config.step_options import check_step_options
+
+    check_step_options(cfg)  # checks, compile
 
 
 def _validate_online_and_diagnostics(cfg: Any) -> None:

@@ -50,7 +50,8 @@ class Config:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # false | model (true) | step (engine/config/step_options.py)
+    checks: str = "auto"  # value checks of the losses: auto | full | off
     sync_bn: bool = False
     ema_decay: float | None = None
     eval_every: int = 1
@@ -71,13 +72,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML/JSON-ready); the single method's hyperparameters sit flat in ``loss``,
         the terms form writes ``loss.terms`` as a mapping by term name. The optional sections (``online``,
-        ``diagnostics``, ``selection``), data keys (``drop_classes``, ``drop_seed``, ``transfer``) and loss
-        keys (``target``) are left out while they hold their defaults, so other configs (and the hashes the
-        bench takes of them) read as before they existed."""
+        ``diagnostics``, ``selection``), ``checks``, data keys (``drop_classes``, ``drop_seed``,
+        ``transfer``) and loss keys (``target``) are left out while they hold their defaults, so other
+        configs (and the hashes the bench takes of them) read as before they existed."""
         out = dataclasses.asdict(self)
         for name in OPTIONAL_SECTIONS:
             if out[name] == dataclasses.asdict(SECTIONS[name]()):
                 del out[name]
+        if out["checks"] == "auto":  # written only when set, like the optional sections
+            del out["checks"]
         for key in OPTIONAL_DATA_KEYS:
             if out["data"][key] is None:
                 del out["data"][key]
@@ -145,6 +148,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def _default_tree() -> dict[str, Any]:
     tree = Config().to_dict()
+    tree["checks"] = "auto"
     for name in OPTIONAL_SECTIONS:
         tree[name] = dataclasses.asdict(SECTIONS[name]())
     tree["data"].update(dict.fromkeys(OPTIONAL_DATA_KEYS))
@@ -259,6 +263,8 @@ def _special_cases(tree: dict[str, Any]) -> None:
         tree["resume"] = "auto"
     if tree["data"].get("drop_classes") == []:  # `data.drop_classes=[]` switches dropping off
         tree["data"]["drop_classes"] = None
+    if isinstance(tree.get("checks"), bool):  # YAML 1.1 reads `checks: off` as false (and `on` as true)
+        tree["checks"] = "full" if tree["checks"] else "off"
     tb = tree.get("tensorboard")
     if isinstance(tb, str) and tb.lower() in ("true", "false"):
         tree["tensorboard"] = tb.lower() == "true"

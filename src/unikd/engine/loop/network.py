@@ -17,6 +17,7 @@ from torch import nn
 
 from unikd.engine.config import Config
 from unikd.engine.config.inputs import model_kwargs
+from unikd.engine.config.step_options import compile_mode
 from unikd.engine.objective.objective import Objective
 from unikd.engine.objective.taps import TapSet
 from unikd.engine.optim.ema import ModelEMA
@@ -149,6 +150,6 @@ def build_parts(
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    if cfg.compile:
+    if compile_mode(cfg) == "model":  # compile=step compiles the whole forward in the step instead
         ddp_model = torch.compile(ddp_model)
     return optimizer, scheduler, ema, ddp_model

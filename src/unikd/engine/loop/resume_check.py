@@ -31,6 +31,7 @@ RESUME_FREE_KEYS = frozenset({
     "tensorboard",  # logging sinks only
     "trackers",
     "data.num_workers",  # loader processes: every view is a pure function of (seed, epoch, index)
+    "checks",  # which input checks run: they raise on bad inputs, never change a value
     "integrity",  # how strictly files are checked when read back; never what the run computes
 })
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from unikd.engine.config import Config
 from unikd.engine.config.plan import TermPlan, plan_terms
+from unikd.engine.config.step_options import compile_mode
 from unikd.engine.config.transfer import preflight_rows, wants_teacher_outputs
 from unikd.engine.eval.evaluate import evaluate
 from unikd.engine.loop.components import Components
@@ -205,7 +206,8 @@ def _run_rows(pre: Preflight, c: Components, resumed: Any) -> None:
         "precision",
         f"{cfg.precision} on {info.device}"
         + (", channels_last" if cfg.channels_last else "")
-        + (", compiled" if cfg.compile else "")
+        + (f", compile={compile_mode(cfg)}" if compile_mode(cfg) else "")
+        + (f", checks={cfg.checks}" if cfg.checks != "auto" else "")
         + (f", EMA {cfg.ema_decay}" if c.ema else ""),
     )
     pre.add("out_dir", cfg.out_dir)

@@ -40,12 +40,14 @@ def check_finite(values: Tensor, names: list[str], *, step: int, epoch: int, whe
     )
 
 
-def train_step(c: Any, batch: Any, epoch: int, position: int, steps: int, where: str) -> tuple[Tensor, int]:
+def train_step(c: Any, batch: Any, epoch: int, position: int, steps: int, where: str,
+               mode: Any = None) -> tuple[Tensor, int]:
     """One optimiser step of every network of ``c`` (the run's Components) on ``batch`` (step ``position``
     of ``steps`` in ``epoch``). Returns the loss terms averaged over ranks (float32, ``c.term_names()``
     order) and the number of training rows (all ranks) whose student top-1 hit the (hard or argmax) target;
     each peer's hits are added to its ``epoch_correct``. ``where`` says which checkpoint is kept when a term
-    is not finite."""
+    is not finite. ``mode`` (a :class:`~unikd.engine.loop.step_mode.StepMode`) picks the compiled forward
+    under compile=step; without it the step is eager."""
     nets = c.networks
     images, target = batch.images, batch.target
     if c.cfg.channels_last:
@@ -54,29 +56,12 @@ def train_step(c: Any, batch: Any, epoch: int, position: int, steps: int, where:
     # The teacher runs once for all terms; its taps (if any term reads features) fire in that forward.
     teacher_logits = c.teacher(images, epoch, batch.index) if c.teacher is not None else None
     target = step_target(c.cfg, target, teacher_logits)  # loss.target=teacher_argmax, data.transfer
+    forward = forward_terms if mode is None else mode.forward(forward_terms)
     with c.autocast():
-        logits = [net.ddp_model(images) for net in nets]  # every network once, same images
-        detached = [z.detach() for z in logits]
-        # offline the teacher's logits; online the other networks' (a term reading them averages over them)
-        if len(nets) > 1:
-            teachers: list[Any] = [[d for j, d in enumerate(detached) if j != k] for k in range(len(nets))]
-        else:
-            teachers = [teacher_logits]
-        outs = [
-            net.objective(
-                logits[k],
-                target,
-                teacher_logits=teachers[k],
-                student_taps=net.taps.outputs(),
-                teacher_taps=c.teacher_taps.outputs(),
-                indices=batch.index,
-                epoch_progress=progress,
-                images=images,
-            )
-            for k, net in enumerate(nets)
-        ]
+        logits, outs = forward(c, images, target, teacher_logits, batch.index, progress)
+    detached = [z.detach() for z in logits]
     values, hits = _reduce(c, nets, outs, detached, target)
-    check_finite(values.cpu(), c.term_names(), step=c.state.global_step + 1, epoch=epoch + 1, where=where)
+    check_finite(values, c.term_names(), step=c.state.global_step + 1, epoch=epoch + 1, where=where)
     for net in nets:
         net.optimizer.zero_grad(set_to_none=True)
     c.state.last_lr = float(c.optimizer.param_groups[0]["lr"])
@@ -92,17 +77,46 @@ def train_step(c: Any, batch: Any, epoch: int, position: int, steps: int, where:
     _optimiser_steps(c, nets)
     for net, h in zip(nets[1:], hits[1:]):
         net.epoch_correct += h
-    return values.cpu(), hits[0]
+    return values, hits[0]
+
+
+def forward_terms(c: Any, images: Tensor, target: Tensor, teacher_logits: Tensor | None, indices: Any,
+                  progress: float) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Every network's logits and named loss terms on one batch: the part of the step that compile=step
+    compiles (its backward is then compiled with it)."""
+    nets = c.networks
+    logits = [net.ddp_model(images) for net in nets]  # every network once, same images
+    # offline the teacher's logits; online the other networks' (a term reading them averages over them)
+    if len(nets) > 1:
+        detached = [z.detach() for z in logits]
+        teachers: list[Any] = [[d for j, d in enumerate(detached) if j != k] for k in range(len(nets))]
+    else:
+        teachers = [teacher_logits]
+    outs = [
+        net.objective(
+            logits[k],
+            target,
+            teacher_logits=teachers[k],
+            student_taps=net.taps.outputs(),
+            teacher_taps=c.teacher_taps.outputs(),
+            indices=indices,
+            epoch_progress=progress,
+            images=images,
+        )
+        for k, net in enumerate(nets)
+    ]
+    return logits, outs
 
 
 def _reduce(c: Any, nets: list[Any], outs: list[dict[str, Tensor]], detached: list[Tensor],
             target: Tensor) -> tuple[Tensor, list[int]]:
     """Term values averaged over ranks (for logging, and so every rank sees a non-finite term) and each
-    network's top-1 hits summed over ranks: one collective for every network."""
+    network's top-1 hits summed over ranks: one collective for every network, and the step's one host copy
+    (the finiteness check and the logs read it)."""
     hard = target if target.ndim == 1 else target.argmax(dim=1)
     correct = [(d.argmax(dim=1) == hard).sum().float() for d in detached]
     flat = [out[n].detach().float() for net, out in zip(nets, outs) for n in net.objective.term_names()]
-    reduced = all_reduce_sum(torch.stack(flat + correct), c.info)
+    reduced = all_reduce_sum(torch.stack(flat + correct), c.info).cpu()
     return reduced[: len(flat)] / c.info.world_size, [int(h) for h in reduced[len(flat) :].tolist()]
 
 

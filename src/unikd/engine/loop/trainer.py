@@ -29,11 +29,13 @@ from unikd.engine.loop.final_test import final_test, wants_final_test
 from unikd.engine.loop.records import log_epoch, run_summary
 from unikd.engine.loop.setup import build
 from unikd.engine.loop.step import train_step
+from unikd.engine.loop.step_mode import StepMode
 from unikd.engine.run.checkpoint import atomic_save, save_safetensors
 from unikd.engine.run.distributed import all_reduce_max, barrier, cleanup_distributed, init_distributed
 from unikd.engine.run.last_checkpoint import save_last
 from unikd.engine.run.rng import rng_state
 from unikd.engine.run.write_errors import inside, run_write_error
+from unikd.losses.checks import checks
 
 log = logging.getLogger("unikd")
 
@@ -91,6 +93,7 @@ class Trainer:
         self.cfg = c.cfg
         self._stop_signal = 0
         self._old_handlers: dict[int, Any] = {}
+        self.mode = StepMode(c.cfg)  # checks and compile=step; counts this process's steps
 
     # ------------------------------------------------------------------------------------------ signals
 
@@ -202,7 +205,10 @@ class Trainer:
             stop = all_reduce_max(flag, c.info).item() > 0
         if stop:
             self._interrupt()
-        return train_step(c, batch, epoch, position, steps, self._kept_checkpoint_note())
+        with checks(self.mode.checks()):  # checks=auto: the first steps of this process, then sync-free
+            out = train_step(c, batch, epoch, position, steps, self._kept_checkpoint_note(), self.mode)
+        self.mode.steps += 1
+        return out
 
     def _kept_checkpoint_note(self) -> str:
         last = self.c.run_dir.last
