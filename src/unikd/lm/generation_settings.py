@@ -16,10 +16,10 @@ class GenerationSettings:
     """Sampling of the completions that on-policy (student) and sequence-level (teacher) batches train on.
 
     ``max_new_tokens`` per prompt (fewer where the models' context ends first); ``temperature`` (0: greedy),
-    ``top_k`` (0: off) and ``top_p`` (1: off) shape the sampling distribution. ``prompt_length`` cuts every
-    row of a tokenized batch to its first ``prompt_length`` tokens to make the prompt (for packed text);
-    unset, the prompt is each row's masked prefix (labels ``ignore_index`` before the first kept label) or
-    the ``prompt`` / ``messages`` of a text dataset. ``eos_token_id`` (one id or a list) ends a completion,
+    ``top_k`` (0: off) and ``top_p`` (1: off) shape the sampling distribution. The prompt of a row is the
+    ``prompt`` / ``messages`` of a text dataset or a tokenized row's masked prefix (labels ``ignore_index``
+    before the first kept label); ``prompt_length`` makes the first ``prompt_length`` tokens the prompt of
+    rows whose labels mask no prefix (packed text). ``eos_token_id`` (one id or a list) ends a completion,
     the end token kept as the last target; unset, the tokenizer's or the model's. ``pad_token_id`` only
     fills finished rows during generation (unset: the tokenizer's pad, else the end token, else 0).
     """

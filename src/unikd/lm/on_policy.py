@@ -8,8 +8,9 @@ per row with the prompt masked (labels ``ignore_index``), so the loss, the step'
 gradient-accumulation weights all come from the generated tokens.
 
 The prompt of a row is, in this order: the collator's ``prompt_input_ids`` (:class:`PromptCollator`), the
-first ``generation.prompt_length`` tokens, or the row's masked prefix (labels ``ignore_index`` before the
-first kept label; a row with no kept label is all prompt).
+row's masked prefix (labels ``ignore_index`` before the first kept label; a row with no kept label is all
+prompt), or, for a row whose labels mask no prefix (packed text), its first ``generation.prompt_length``
+tokens (:func:`batch_prompts`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,33 @@ def end_and_pad(distill: DistillSettings, tokenizer: Any, model: Any) -> tuple[A
     return eos, int(pad)
 
 
+def batch_prompts(batch: dict[str, Tensor], *, ignore_index: int = -100, prompt_length: int | None = None):
+    """Each row's prompt (token ids): the collator's ``prompt_input_ids``, else the row's masked prefix
+    (labels ``ignore_index`` before the first kept label; all of a row with none kept), else, for a row
+    whose labels mask no prefix (packed text), its first ``prompt_length`` tokens."""
+    if "prompt_input_ids" in batch:
+        ids, mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
+        return [r[m.bool()].tolist() for r, m in zip(ids.cpu(), mask.cpu())]
+    ids = batch["input_ids"].cpu()
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.cpu().bool()
+    out = []
+    for i, (r, m, y) in enumerate(zip(ids, mask, batch["labels"].cpu())):
+        kept = (y != ignore_index).nonzero()
+        start = int(kept[0]) if kept.numel() else r.numel()
+        prompt = r[:start][m[:start]].tolist()
+        if not prompt and prompt_length is not None:
+            prompt = r[m][:prompt_length].tolist()
+        if not prompt:
+            raise ValueError(
+                f"row {i} of a batch has no prompt: none of its leading labels is ignore_index, so the "
+                "prompt to generate from is unknown. Mask the prompt's labels (-100), or set generation "
+                "prompt_length=k to use the first k tokens of such rows (e.g. for packed text)"
+            )
+        out.append(prompt)
+    return out
+
+
 class OnPolicyBatches:
     """Replaces the micro-batches of a step by sampled ones; ``stats`` counts them and the time spent."""
 
@@ -61,29 +89,8 @@ class OnPolicyBatches:
         return "student" if u < d.on_policy else "teacher" if u < d.on_policy + d.seq_kd else None
 
     def prompts(self, batch: dict[str, Tensor]) -> list[list[int]]:
-        if "prompt_input_ids" in batch:
-            ids, mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
-            return [r[m.bool()].tolist() for r, m in zip(ids.cpu(), mask.cpu())]
-        ids = batch["input_ids"].cpu()
-        mask = batch.get("attention_mask")
-        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.cpu().bool()
-        cut = self.distill.generation.prompt_length
-        if cut is not None:
-            return [r[m][:cut].tolist() for r, m in zip(ids, mask)]
-        labels = batch["labels"].cpu()
-        out = []
-        for i, (r, m, y) in enumerate(zip(ids, mask, labels)):
-            kept = (y != self.distill.ignore_index).nonzero()
-            start = int(kept[0]) if kept.numel() else r.numel()
-            prompt = r[:start][m[:start]].tolist()
-            if not prompt:
-                raise ValueError(
-                    f"row {i} of a batch has no prompt: none of its leading labels is ignore_index, so "
-                    "the prompt to generate from is unknown. Mask the prompt's labels (-100), or set "
-                    "generation prompt_length=k to use every row's first k tokens (e.g. for packed text)"
-                )
-            out.append(prompt)
-        return out
+        g = self.distill.generation
+        return batch_prompts(batch, ignore_index=self.distill.ignore_index, prompt_length=g.prompt_length)
 
     def __call__(self, trainer: Any, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The step's micro-batches, each replaced by a sampled one where :meth:`role` says so."""
@@ -179,6 +186,7 @@ def default_prompt_collator(distill: DistillSettings | None, dataset: Any, token
 __all__ = [
     "ROLES",
     "OnPolicyBatches",
+    "batch_prompts",
     "check_data",
     "default_prompt_collator",
     "end_and_pad",
