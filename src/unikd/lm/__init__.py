@@ -7,6 +7,8 @@
 - :func:`check_pair`, :func:`check_dataset`: the preflight the trainer runs (vocabulary, heads, tokenizers,
   context length, labels).
 - :func:`evaluate_lm`: validation perplexity and per-token KL to the teacher.
+- :class:`GenerationSettings`, :class:`PromptCollator`: on-policy and sequence-level distillation
+  (``DistillSettings(on_policy=..., seq_kd=..., generation=...)``) and text prompt datasets.
 - :mod:`unikd.lm.example`: ``unikd lm-distill``, an end-to-end example on Python's standard library.
 
 See ``docs/lm.md``.
@@ -33,6 +35,8 @@ _EXPORTS = {
     "check_pair": "checks",
     "context_length": "checks",
     "evaluate_lm": "evaluate",
+    "GenerationSettings": "generation_settings",
+    "PromptCollator": "prompt_data",
 }
 
 

@@ -41,6 +41,7 @@ from .example_common import (
 )
 from .example_config import LMExampleConfig, config_to_yaml
 from .example_report import write_report
+from .example_samples import sample_metrics
 from .trainer import DistillationTrainer, DistillSettings
 
 transformers = require("transformers")
@@ -217,6 +218,9 @@ def train_student(
             chunk_size=cfg.chunk_size,
             teacher_device=cfg.teacher_device or None,
             teacher_dtype=None if cfg.teacher_dtype in ("", "auto") else cfg.teacher_dtype,
+            on_policy=cfg.on_policy,
+            seq_kd=cfg.seq_kd,
+            generation=cfg.generation,
         )
         if data.get("student_tokenizer") is not None:  # two named models: their tokenizers must agree
             extra.update(student_tokenizer=data["student_tokenizer"], teacher_tokenizer=data["tokenizer"])
@@ -230,6 +234,7 @@ def train_student(
         return None
     val = data["val_batches"]() if pretrained else batches(data["val"], 64)
     metrics = evaluate_lm(student, val, teacher, chunk_size=cfg.chunk_size)
+    metrics.update(sample_metrics(cfg, student, teacher, data, trainer))
     shutil.rmtree(run_dir / "trainer", ignore_errors=True)
     if cfg.save_students:
         student.save_pretrained(run_dir / "model")

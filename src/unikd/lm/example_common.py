@@ -74,6 +74,9 @@ def check_settings(cfg: LMExampleConfig, out: Path) -> None:
         _write_json(path, mine)
         return
     theirs = json.loads(path.read_text())
+    # a key added after the folder was made reads as its default there (folders of older versions resume)
+    defaults = dataclasses.asdict(LMExampleConfig())
+    theirs = {**{k: v for k, v in defaults.items() if k not in FREE_KEYS}, **theirs}
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:
         shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)

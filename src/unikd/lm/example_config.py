@@ -17,6 +17,7 @@ import yaml
 
 from unikd._yaml import read_yaml_file
 
+from .generation_settings import GenerationSettings, check_fractions
 from .settings import parse_device, parse_dtype
 
 METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
@@ -65,6 +66,14 @@ class LMExampleConfig:
         default_factory=dict
     )  # per method, e.g. {kd: {temperature: 2}}
     val_blocks: int = 1024  # validation sequences scored (at most)
+    # fractions of the distilled students' batches sampled by the student (on-policy) / the teacher
+    # (sequence-level KD) from each block's first generation.prompt_length tokens
+    on_policy: float = 0.0
+    seq_kd: float = 0.0
+    generation: GenerationSettings = field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=48, prompt_length=16)
+    )
+    sample_eval: int = 0  # validation prompts whose student samples the teacher scores (val_sample_nll)
     fused: bool = True
     chunk_size: int = 1024
     log_steps: int = 10
@@ -213,6 +222,9 @@ def check_example_config(cfg: LMExampleConfig) -> None:
                 f"{role}.hidden ({size.hidden}) must be a positive multiple of {role}.heads "
                 f"({size.heads}), with layers >= 1"
             )
+    check_fractions(cfg.on_policy, cfg.seq_kd)
+    if cfg.sample_eval < 0:
+        raise ValueError(f"sample_eval must be >= 0 (0: off), got {cfg.sample_eval}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise ValueError(f"seeds must be distinct and non-empty, got {cfg.seeds}")
 

@@ -10,6 +10,8 @@ import torch
 from unikd.losses._common import check_weight
 from unikd.token import list_token_losses
 
+from .generation_settings import GenerationSettings, check_fractions
+
 # Names accepted for teacher_dtype (and the example's dtype settings), as in Hugging Face configs.
 DTYPES = {
     "float32": torch.float32,
@@ -66,6 +68,9 @@ class DistillSettings:
     ignore_index: int = -100
     teacher_device: str | None = None
     teacher_dtype: str | None = None
+    on_policy: float = 0.0
+    seq_kd: float = 0.0
+    generation: GenerationSettings | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in list_token_losses() or self.loss == "uskd":
@@ -79,6 +84,13 @@ class DistillSettings:
         self.weight = check_weight(self.weight, "weight")
         parse_device(self.teacher_device, "teacher_device")
         parse_dtype(self.teacher_dtype, "teacher_dtype")
+        self.on_policy, self.seq_kd = check_fractions(self.on_policy, self.seq_kd)
+        self.generation = GenerationSettings.coerce(self.generation)
+
+    @property
+    def generates(self) -> bool:
+        """Some batches train on sampled completions (``on_policy`` or ``seq_kd`` above 0)."""
+        return self.on_policy > 0 or self.seq_kd > 0
 
 
-__all__ = ["DTYPES", "DistillSettings", "parse_device", "parse_dtype"]
+__all__ = ["DTYPES", "DistillSettings", "GenerationSettings", "parse_device", "parse_dtype"]

@@ -26,8 +26,9 @@ from unikd.token import FusedDistillLoss, TokenDistillLoss, cross_entropy, next_
 from ._require import require
 from .cached_teacher import cached_loss, setup_cached_teacher
 from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
-from .checks import check_dataset, check_pair, context_length
+from .checks import check_pair, context_length
 from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
+from .on_policy import check_data, default_prompt_collator, on_policy_for
 from .placement import TeacherPlacement, freeze_teacher
 from .settings import DistillSettings
 from .term_log import TermLogging
@@ -84,11 +85,9 @@ class DistillationMixin(TermLogging):
         )
         contexts = [c for c in (context_length(model), context_length(teacher)) if c is not None]
         self.context = min(contexts) if contexts else None
-        check_dataset(self.train_dataset, self.context, ignore_index=distill.ignore_index)
+        check_data(self.train_dataset, self.context, distill)
         if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
-            check_dataset(
-                self.eval_dataset, self.context, ignore_index=distill.ignore_index, name="eval_dataset"
-            )
+            check_data(self.eval_dataset, self.context, distill, name="eval_dataset")
         # The loss is normalised by the optimizer step's kept-token count (get_batch_samples below), so the
         # Trainer must not also divide it by the accumulation steps: it skips that when this flag is set.
         self.model_accepts_loss_kwargs = True
@@ -113,6 +112,8 @@ class DistillationMixin(TermLogging):
         else:
             self.loss_fn = TokenDistillLoss(distill.loss, **common, **distill.hyperparameters)
         self._reset_terms()
+        # on_policy / seq_kd: the micro-batches that train on sampled completions (unikd.lm.on_policy)
+        self.on_policy_batches = on_policy_for(self, distill, student_tokenizer)
 
     # -- the loss -------------------------------------------------------------------------------------
     def _targets(self, inputs: dict[str, Any]) -> Tensor:
@@ -180,6 +181,8 @@ class DistillationMixin(TermLogging):
         """The Trainer's micro-batches of one optimizer step, with their kept-token count (our shift and
         ``ignore_index``; summed over processes under DDP when ``average_tokens_across_devices``)."""
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if getattr(self, "on_policy_batches", None) is not None and batches:
+            batches = self.on_policy_batches(self, batches)  # sampled first: the count is the generated one
         if not hasattr(self, "distill") or not batches or any("labels" not in b for b in batches):
             return batches, None
         ignore = self.distill.ignore_index
@@ -245,6 +248,9 @@ class DistillationTrainer(DistillationMixin, transformers.Trainer):
     ) -> None:
         if teacher is model:
             raise ValueError("the teacher is the student itself; pass a separate (trained) teacher model")
+        if kwargs.get("data_collator") is None:  # text prompts (on_policy / seq_kd) need tokenizing
+            tok = kwargs.get("processing_class") or student_tokenizer
+            kwargs["data_collator"] = default_prompt_collator(distill, kwargs.get("train_dataset"), tok)
         super().__init__(model=model, args=args, **kwargs)
         self.setup_distillation(
             teacher, distill, student_tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer,
