@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from unikd.token import FusedDistillLoss, TokenDistillLoss, cross_entropy, next_token_labels
 
 from ._require import require
+from .cached_teacher import cached_loss, setup_cached_teacher
 from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
 from .checks import check_pair, context_length
 from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
@@ -47,20 +48,34 @@ class DistillationMixin(TermLogging):
 
     def setup_distillation(
         self,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         distill: DistillSettings | None = None,
         *,
         student_tokenizer: Any = None,
         teacher_tokenizer: Any = None,
+        sparse_teacher: Any = None,
+        eval_sparse_teacher: Any = None,
+        teacher_index: str | None = None,
     ) -> None:
         """Check the pair and the training data, freeze the teacher on the training device, build the loss.
 
         Raises ``ValueError`` when the teacher does not fit the student (vocabulary, head, tokenizers) or
         the data does not fit the models (a sequence longer than either context, no label to learn from).
+        ``teacher=None`` with ``sparse_teacher=<cache folder>`` trains from cached teacher rows instead
+        (:mod:`unikd.lm.cached_teacher`; ``teacher_index`` names a column of cache indices).
         """
         distill = distill or DistillSettings()
         model = self.model
         self.distill = distill
+        self._cached = None
+        if (teacher is None) == (sparse_teacher is None):
+            raise ValueError("pass a teacher model or sparse_teacher=<cache folder> (exactly one of them)")
+        if teacher is None:
+            setup_cached_teacher(self, distill, sparse_teacher, eval_sparse_teacher=eval_sparse_teacher,
+                                 teacher_index=teacher_index, student_tokenizer=student_tokenizer)
+            self.model_accepts_loss_kwargs = True  # as below: the loss is token-exact per optimizer step
+            self._reset_terms()
+            return
         self.vocab = check_pair(
             model,
             teacher,
@@ -121,10 +136,13 @@ class DistillationMixin(TermLogging):
             )
         inputs = dict(inputs)
         targets = self._targets(inputs)
+        index = inputs.pop(self._cache_key) if getattr(self, "_cached", None) is not None else None
         inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         d = self.distill
         progress = self._progress() if model.training else None
-        if d.fused:
+        if index is not None:  # a cached teacher: no teacher forward
+            loss, ce, term = cached_loss(self, model, inputs, index, targets, progress)
+        elif d.fused:
             hs = hidden_states(model, self._student_capture, inputs)
             with torch.no_grad():  # one (B, T, d) transfer when the teacher runs elsewhere
                 ht = hidden_states(self.teacher, self._teacher_capture, self._placement.inputs(inputs))
@@ -210,17 +228,22 @@ class DistillationTrainer(DistillationMixin, transformers.Trainer):
     data_collator=collator)``; every other ``Trainer`` argument passes through. The constructor runs
     :meth:`~DistillationMixin.setup_distillation`, so a teacher or data that does not fit fails here, before
     any training step; ``student_tokenizer``/``teacher_tokenizer`` (both or neither) are compared id by id.
+    ``teacher=None, sparse_teacher=<cache folder>`` (and ``eval_sparse_teacher``, ``teacher_index``) trains
+    from a :class:`~unikd.token.SparseTeacherCache` with no teacher model (:mod:`unikd.lm.cached_teacher`).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         args: Any = None,
         *,
         distill: DistillSettings | None = None,
         student_tokenizer: Any = None,
         teacher_tokenizer: Any = None,
+        sparse_teacher: Any = None,
+        eval_sparse_teacher: Any = None,
+        teacher_index: str | None = None,
         **kwargs: Any,
     ) -> None:
         if teacher is model:
@@ -230,7 +253,10 @@ class DistillationTrainer(DistillationMixin, transformers.Trainer):
             kwargs["data_collator"] = default_prompt_collator(distill, kwargs.get("train_dataset"), tok)
         super().__init__(model=model, args=args, **kwargs)
         self.setup_distillation(
-            teacher, distill, student_tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer
+            teacher, distill, student_tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer,
+            sparse_teacher=sparse_teacher,
+            eval_sparse_teacher=eval_sparse_teacher,
+            teacher_index=teacher_index,
         )
 
 

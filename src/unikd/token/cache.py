@@ -33,14 +33,14 @@ from unikd.cache.manifest import (
     write_manifest,
 )
 
-from .cache_read import KIND, PARTIAL, REBUILD, SparseTeacherCache
+from .cache_read import KIND, PARTIAL, REBUILD, SparseTeacherCache, check_cache_temperature
 from .sampled import sparse_sample
 from .sparse import TAIL_FLOOR, SparseTeacher, check_sparse_teacher, sparse_topk
 
 ARRAY = "tokens.npy"
 PARTIAL_ARRAY = ".tokens.npy.partial"
 MANIFEST = "manifest.json"
-STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len", "sampling")
+STORAGE_FIELDS = ("kind", "dtype", "k", "num_classes", "num_samples", "seq_len", "sampling", "temperature")
 MODES = ("topk", "sample")
 
 
@@ -63,7 +63,9 @@ class SparseTeacherWriter:
     ``mode="topk"`` stores the k largest log-probabilities and the tail bucket (:func:`sparse_topk`);
     ``mode="sample"`` stores k - 1 tokens drawn from the teacher plus a label slot, an unbiased estimate
     (:func:`~unikd.token.sampled.sparse_sample`; ``proposal_temperature``, and ``seed`` with each sequence's
-    index seeding its draws). Both read back as the same :class:`SparseTeacher` records.
+    index seeding its draws). Both read back as the same :class:`SparseTeacher` records. ``temperature``
+    (default 1) says which distribution the stored log-probabilities are of, ``softmax(z / temperature)``
+    (imported log-probabilities, :mod:`unikd.token.import_logprobs`); it is kept in the manifest.
 
     ``identity`` (a JSON-able dict: teacher model and checkpoint hash, dataset, tokenizer, ...) is stored and
     compared when the cache is reopened or read; a folder holding another identity or other storage
@@ -93,8 +95,10 @@ class SparseTeacherWriter:
         mode: str = "topk",
         seed: int = 0,
         proposal_temperature: float = 1.0,
+        temperature: float = 1.0,
     ) -> None:
         self.folder = Path(folder)
+        self.temperature = check_cache_temperature(temperature)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "sample" and not isinstance(k, bool) and isinstance(k, int) and k < 2:
@@ -132,6 +136,8 @@ class SparseTeacherWriter:
                     if mode == "sample"
                     else {}
                 ),
+                # only when not 1, so caches written before the field existed keep their identity
+                **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
             }
         )
         self.folder.mkdir(parents=True, exist_ok=True)

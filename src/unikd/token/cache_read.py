@@ -24,11 +24,19 @@ REBUILD = (
 )
 
 
+def check_cache_temperature(value: object) -> float:
+    """The temperature of cached log-probabilities: a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise ValueError(f"temperature must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 class SparseTeacherCache:
     """A complete sparse-teacher cache, opened read-only: ``cache.read(index)`` -> :class:`SparseTeacher`.
 
     ``read(index)`` returns the records of sequences ``index`` ``(B,)`` as float32 log-probabilities, int64
-    ids and tails of shape ``(B, seq_len, k)`` / ``(B, seq_len)`` on ``device``.
+    ids and tails of shape ``(B, seq_len, k)`` / ``(B, seq_len)`` on ``device``. ``temperature`` is the one
+    the log-probabilities are of (``softmax(z / temperature)``; 1 unless the writer said otherwise).
     """
 
     def __init__(self, folder: str | Path, device: torch.device | str = "cpu") -> None:
@@ -56,6 +64,7 @@ class SparseTeacherCache:
         self.vocab_size = int(manifest["num_classes"])
         self.num_sequences = int(manifest["num_samples"])
         self.seq_len = int(manifest["seq_len"])
+        self.temperature = float(manifest.get("temperature", 1.0))
         path = self.folder / manifest["file"]
         fix = f"Delete the folder, or {REBUILD}."
         integrity.verify_file(path, manifest.get("sha256"), what="sparse-teacher cache array", fix=fix)
@@ -99,4 +108,4 @@ class SparseTeacherCache:
     __call__ = read
 
 
-__all__ = ["SparseTeacherCache"]
+__all__ = ["SparseTeacherCache", "check_cache_temperature"]
