@@ -18,7 +18,6 @@ blocks in the same order for a seed. Under ``torchrun --nproc_per_node N`` the s
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from unikd._atomic import atomic_write_text
 
 from ._require import require
-from .corpus import Blocks, batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
+from .corpus import batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
 from .evaluate import evaluate_lm
 from .example_common import (
     _save_tensor,
@@ -42,26 +41,10 @@ from .example_common import (
 from .example_config import LMExampleConfig, config_to_yaml
 from .example_report import write_report
 from .example_samples import sample_metrics
-from .trainer import DistillationTrainer, DistillSettings
+from .example_trainers import OrderedDistillationTrainer, OrderedTrainer, curve, seeded_blocks, training_args
+from .trainer import DistillSettings
 
 transformers = require("transformers")
-
-
-class _InOrder:
-    """Reads the training set sequentially: :class:`Blocks` already holds the seeded order."""
-
-    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001 - Trainer's signature
-        return torch.utils.data.SequentialSampler(
-            self.train_dataset if train_dataset is None else train_dataset
-        )
-
-
-class OrderedTrainer(_InOrder, transformers.Trainer):
-    pass
-
-
-class OrderedDistillationTrainer(_InOrder, DistillationTrainer):
-    pass
 
 
 def prepare_data(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
@@ -112,41 +95,6 @@ def prepare_data(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
     }
 
 
-def _args(cfg: LMExampleConfig, run_dir: Path, *, steps: int, lr: float, seed: int):
-    rank, size = world()
-    if cfg.batch_size % size:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {size} processes")
-    cuda = torch.cuda.is_available()
-    return transformers.TrainingArguments(
-        output_dir=str(run_dir / "trainer"),
-        per_device_train_batch_size=cfg.batch_size // size,
-        max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=int(cfg.warmup_ratio * steps),
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.log_steps,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        use_cpu=not cuda,
-        ddp_backend=None if cuda or size == 1 else "gloo",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        log_level="warning",
-    )
-
-
-def _train_set(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int) -> Blocks:
-    epochs = max(1, math.ceil(steps * cfg.batch_size / blocks.shape[0]))
-    return Blocks(blocks, seed=seed, epochs=epochs)
-
-
-def _curve(trainer) -> list[dict[str, float]]:
-    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t")
-    return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history if "loss" in row]
-
-
 def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
     folder = out / "teacher"
     done = folder / "result.json"
@@ -156,9 +104,9 @@ def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
         eos = data["tokenizer"].token_to_id("<|endoftext|>")
         vocab = data["tokenizer"].get_vocab_size()
         model = build_model(cfg.teacher, vocab, cfg.block_size, eos, seed=1234)
-        args = _args(cfg, folder, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=1234)
+        args = training_args(cfg, folder, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=1234)
         trainer = OrderedTrainer(
-            model=model, args=args, train_dataset=_train_set(cfg, data["train"], cfg.teacher_steps, 1234)
+            model=model, args=args, train_dataset=seeded_blocks(cfg, data["train"], cfg.teacher_steps, 1234)
         )
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
         trainer.train()
@@ -174,7 +122,7 @@ def train_teacher(cfg: LMExampleConfig, out: Path, data: dict[str, Any], echo):
             result = {
                 **metrics,
                 "seconds": round(time.perf_counter() - t0, 1),
-                "curve": _curve(trainer),
+                "curve": curve(trainer),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "processes": world()[1],
             }
@@ -203,8 +151,8 @@ def train_student(
     else:
         eos = data["tokenizer"].token_to_id("<|endoftext|>")
         student = build_model(cfg.student, data["tokenizer"].get_vocab_size(), cfg.block_size, eos, seed=seed)
-        train_set = _train_set(cfg, data["train"], cfg.steps, seed)
-    args = _args(cfg, run_dir, steps=cfg.steps, lr=cfg.lr, seed=seed)
+        train_set = seeded_blocks(cfg, data["train"], cfg.steps, seed)
+    args = training_args(cfg, run_dir, steps=cfg.steps, lr=cfg.lr, seed=seed)
     extra = {"data_collator": data["collator"]} if pretrained else {}
     if method == "ce":
         trainer = OrderedTrainer(model=student, args=args, train_dataset=train_set, **extra)
@@ -246,7 +194,7 @@ def train_student(
         "seed": seed,
         "train_seconds": round(seconds, 1),
         "processes": world()[1],
-        "curve": _curve(trainer),
+        "curve": curve(trainer),
     }
 
 
