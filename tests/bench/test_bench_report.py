@@ -10,8 +10,9 @@ import pytest
 from bench_fake_runs import run_cli, write_grid, write_run
 
 from unikd.bench.aggregate import aggregate, mean_std
+from unikd.bench.collect import collect
 from unikd.bench.report import build_report
-from unikd.bench.results import collect, load_run, read_metrics
+from unikd.bench.results import load_run, read_metrics
 
 
 def test_mean_std_sample_std_and_missing_values():

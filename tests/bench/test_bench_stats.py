@@ -8,8 +8,8 @@ import pytest
 from bench_fake_runs import write_run
 
 from unikd.bench.aggregate import aggregate
+from unikd.bench.collect import collect
 from unikd.bench.report import build_report
-from unikd.bench.results import collect
 from unikd.stats import min_detectable_difference, paired_difference, t_cdf, t_quantile
 
 

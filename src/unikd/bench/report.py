@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unikd.bench.aggregate import METRICS, Group, Stat, aggregate
+from unikd.bench.collect import collect
 from unikd.bench.plots import matplotlib_missing, plot_accuracy, plot_curves, plot_paired
 from unikd.bench.report_classes import class_table
 from unikd.bench.report_compare import comparison_tables
 from unikd.bench.report_online import online_table
 from unikd.bench.report_stats import paired_tables, test_table
-from unikd.bench.results import RunResult, collect, results_csv, write_text_atomic
+from unikd.bench.results import RunResult, results_csv, write_text_atomic
 from unikd.bench.spec import Comparison
 
 
