@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from unikd.token import check_same_tokenizer, resolve_vocab
+from unikd.token import check_same_tokenizer, list_cross_tokenizer_losses, resolve_vocab
 
 from .capture import output_head
 
@@ -36,6 +36,14 @@ def hidden_size(model: nn.Module) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+# Said whenever a same-tokenizer loss meets two vocabularies: the losses that do not need one tokenizer.
+CROSS_HINT = (
+    "For a teacher with another tokenizer use a cross-tokenizer loss ("
+    + ", ".join(list_cross_tokenizer_losses())
+    + ") with both tokenizers: DistillSettings('uld'), student_tokenizer=..., teacher_tokenizer=..."
+)
 
 
 def check_pair(
@@ -64,11 +72,20 @@ def check_pair(
                 "(e.g. AutoModelForCausalLM.from_pretrained)"
             )
         heads[role] = weight.shape[0]
-    vocab = resolve_vocab(heads["student"], heads["teacher"], vocab_size)
     if (student_tokenizer is None) != (teacher_tokenizer is None):
         raise ValueError("pass both student_tokenizer and teacher_tokenizer (or neither) to compare them")
+    try:
+        vocab = resolve_vocab(heads["student"], heads["teacher"], vocab_size)
+    except ValueError as exc:
+        if vocab_size is not None:  # a bad cut, not two vocabularies
+            raise
+        raise ValueError(f"{exc}. {CROSS_HINT}") from None
     if student_tokenizer is not None:
-        check_same_tokenizer(student_tokenizer, teacher_tokenizer, vocab_size=vocab_size)
+        try:
+            check_same_tokenizer(student_tokenizer, teacher_tokenizer, vocab_size=vocab_size)
+        except ValueError as exc:
+            raise ValueError(f"{exc}. {CROSS_HINT}") from None
+    if student_tokenizer is not None:
         size = len(student_tokenizer.get_vocab()) if hasattr(student_tokenizer, "get_vocab") else None
         if size is not None and size > vocab:
             raise ValueError(

@@ -224,7 +224,14 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
         out.mkdir(parents=True, exist_ok=True)
         check_settings(cfg, out)
         atomic_write_text(out / ("config.yaml" if not tag else f"config-{tag}.yaml"), config_to_yaml(cfg))
-    if pretrained:
+    cross = cfg.teacher_vocab_size > 0  # a teacher with its own tokenizer (unikd.lm.example_cross)
+    if cross:
+        from .example_cross import prepare_cross_data, teacher_bpb, train_cross_student
+
+        data = prepare_cross_data(cfg, out, echo)
+        teacher, teacher_result = train_teacher(cfg, out, data["teacher_data"], echo)
+        teacher_result = {**teacher_result, **teacher_bpb(cfg, out, teacher, data)}  # val_bpb, val_bytes
+    elif pretrained:
         teacher, teacher_result = load_teacher(cfg, out, data, echo)
     else:
         data = prepare_data(cfg, out, echo)
@@ -240,12 +247,13 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     for i, (method, seed) in enumerate(todo):
         run_dir = out / "runs" / method / f"seed{seed}{suffix}"
-        result = train_student(cfg, method, seed, teacher, data, run_dir)
+        result = (train_cross_student if cross else train_student)(cfg, method, seed, teacher, data, run_dir)
         if result is None:
             continue
         _write_json(run_dir / "result.json", result)
         left = (time.perf_counter() - t0) / (i + 1) * (len(todo) - i - 1)
         kl = f", KL to teacher {result['val_kl']:.4f}" if "val_kl" in result else ""
+        kl += f", bits per byte {result['val_bpb']:.4f}" if "val_bpb" in result else ""
         echo(
             f"[lm] {method} seed {seed}{' (' + tag + ')' if tag else ''}: {result['train_seconds']} s, "
             f"validation perplexity {result['val_ppl']:.3f}{kl} "
@@ -253,6 +261,10 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
         )
     if rank != 0:
         return None
+    if cross:
+        from .example_cross_report import write_cross_report
+
+        return write_cross_report(cfg, out, teacher_result, data["summary"], tag=tag, echo=echo)
     return write_report(cfg, out, teacher_result, data["summary"], tag=tag, echo=echo)
 
 

@@ -16,11 +16,14 @@ from typing import Any
 import yaml
 
 from unikd._yaml import read_yaml_file
+from unikd.token import list_cross_tokenizer_losses
 
 from .generation_settings import GenerationSettings, check_fractions
-from .settings import parse_device, parse_dtype
+from .settings import ALIGNMENTS, parse_device, parse_dtype
 
 METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
+# with teacher_vocab_size (a teacher with its own tokenizer): ce and the cross-tokenizer losses
+CROSS_METHODS = ("ce", *list_cross_tokenizer_losses())
 MODEL_KEYS = ("teacher", "student")  # a mapping (a size to build) or a string (a model to load)
 
 
@@ -40,6 +43,8 @@ class LMExampleConfig:
     max_bytes: int = 4_000_000  # source bytes read (train + validation)
     val_percent: int = 10  # files whose path hash mod 100 falls below this are validation
     vocab_size: int = 2048  # byte-level BPE trained on the training files
+    teacher_vocab_size: int = 0  # > 0: the teacher's own BPE of this size; methods from CROSS_METHODS
+    alignment: str = "span"  # how cross-tokenizer losses pair positions: span or truncation
     block_size: int = 64  # tokens per sequence (the models' context)
     # teacher / student: a ModelSize to train from scratch, or a Hugging Face model name or local folder
     teacher: ModelSize | str = field(default_factory=ModelSize)
@@ -180,10 +185,32 @@ def load_example_config(
     return cfg
 
 
+def _check_cross(cfg: LMExampleConfig) -> None:
+    if cfg.alignment not in ALIGNMENTS or cfg.teacher_vocab_size < 0:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS} and teacher_vocab_size >= 0, got "
+                         f"{cfg.alignment!r} and {cfg.teacher_vocab_size}")
+    cross = [m for m in cfg.methods if m in CROSS_METHODS[1:]]
+    if cross and not cfg.teacher_vocab_size:
+        raise ValueError(f"{', '.join(cross)} distil between two tokenizers: set teacher_vocab_size=<the "
+                         "teacher's BPE size> (e.g. 4096), or use a same-tokenizer method")
+    same = [m for m in cfg.methods if m not in CROSS_METHODS]
+    if cfg.teacher_vocab_size and (same or isinstance(cfg.teacher, str) or isinstance(cfg.student, str)):
+        raise ValueError(f"teacher_vocab_size={cfg.teacher_vocab_size} trains the teacher with its own "
+                         f"tokenizer: methods from {list(CROSS_METHODS)} (got {same or cfg.methods}), "
+                         "teacher / student sizes to train (a pretrained pair: the Python API)")
+    if cfg.teacher_vocab_size and (cfg.on_policy or cfg.seq_kd or cfg.sample_eval):
+        raise ValueError("on_policy, seq_kd and sample_eval sample in one tokenizer: leave them at 0 with "
+                         "teacher_vocab_size")
+
+
 def check_example_config(cfg: LMExampleConfig) -> None:
-    unknown = [m for m in cfg.methods if m not in METHODS]
+    unknown = [m for m in cfg.methods if m not in METHODS and m not in CROSS_METHODS]
     if unknown or not cfg.methods:
-        raise ValueError(f"methods must be a non-empty list from {list(METHODS)}, got {cfg.methods}")
+        raise ValueError(
+            f"methods must be a non-empty list from {list(METHODS)} (or, with teacher_vocab_size, "
+            f"{list(CROSS_METHODS)}), got {cfg.methods}"
+        )
+    _check_cross(cfg)
     extra = sorted(set(cfg.hyperparameters) - set(cfg.methods))
     if extra:
         raise ValueError(f"hyperparameters given for methods that are not run: {extra}")
@@ -257,6 +284,7 @@ def config_to_yaml(cfg: LMExampleConfig) -> str:
 
 
 __all__ = [
+    "CROSS_METHODS",
     "METHODS",
     "QUICK",
     "LMExampleConfig",

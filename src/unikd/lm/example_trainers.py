@@ -11,7 +11,7 @@ import torch
 from ._require import require
 from .corpus import Blocks
 from .example_common import world
-from .example_config import LMExampleConfig
+from .example_config import CROSS_METHODS, LMExampleConfig
 from .trainer import DistillationTrainer
 
 transformers = require("transformers")
@@ -67,5 +67,5 @@ def seeded_blocks(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: 
 
 
 def curve(trainer) -> list[dict[str, float]]:
-    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t")
+    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t", *CROSS_METHODS[1:])
     return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history if "loss" in row]

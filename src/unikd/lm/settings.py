@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from unikd.losses._common import check_weight
-from unikd.token import list_token_losses
+from unikd.token import list_cross_tokenizer_losses, list_token_losses
 
 from .generation_settings import GenerationSettings, check_fractions
 
@@ -42,6 +42,10 @@ def parse_device(value: str | torch.device | None, name: str) -> torch.device | 
         raise ValueError(f"{name}={value!r} is not a device; use e.g. 'cpu', 'cuda' or 'cuda:1'") from exc
 
 
+# How a cross-tokenizer loss pairs student and teacher positions (unikd.token.alignment).
+ALIGNMENTS = ("span", "truncation")
+
+
 @dataclass
 class DistillSettings:
     """What the trainer minimises: ``ce_weight * CE + weight * loss(student, teacher)`` per kept token.
@@ -56,6 +60,11 @@ class DistillSettings:
     A teacher on another device gets its batch there and sends back one ``(B, T, d)`` hidden state per
     micro-batch (``fused=False``: its ``(B, T, V)`` logits); the fused loss keeps a copy of the teacher's
     output head on the student's device.
+
+    A cross-tokenizer loss (:func:`unikd.token.list_cross_tokenizer_losses`: ``uld``, ``span_kl``) trains a
+    student whose tokenizer differs from the teacher's (:mod:`unikd.lm.cross_tokenizer`); ``alignment``
+    pairs their positions: ``span`` (tokens ending at the same character) or ``truncation`` (the k-th
+    kept position of each, as the ULD authors).
     """
 
     loss: str = "kd"
@@ -71,13 +80,23 @@ class DistillSettings:
     on_policy: float = 0.0
     seq_kd: float = 0.0
     generation: GenerationSettings | dict[str, Any] | None = None
+    alignment: str = "span"
 
     def __post_init__(self) -> None:
-        if self.loss not in list_token_losses() or self.loss == "uskd":
+        cross = list_cross_tokenizer_losses()
+        if (self.loss not in list_token_losses() and self.loss not in cross) or self.loss == "uskd":
             names = ", ".join(n for n in list_token_losses() if n != "uskd")
             raise ValueError(
-                f"unknown teacher loss {self.loss!r}; use one of {names} (uskd trains a weak head, not a "
-                "teacher: call unikd.token.FusedDistillLoss('uskd') in your own loop)"
+                f"unknown teacher loss {self.loss!r}; use one of {names}, or for a teacher with another "
+                f"tokenizer {', '.join(cross)} (uskd trains a weak head, not a teacher: call "
+                "unikd.token.FusedDistillLoss('uskd') in your own loop)"
+            )
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
+        if self.alignment != "span" and self.loss not in cross:
+            raise ValueError(
+                f"alignment={self.alignment!r} pairs the positions of two tokenizers; the loss {self.loss!r} "
+                "compares one tokenizer's positions directly: leave alignment unset"
             )
         # fused=False combines the two terms here, not in FusedDistillLoss: check the weights for both paths
         self.ce_weight = check_weight(self.ce_weight, "ce_weight")
@@ -88,9 +107,14 @@ class DistillSettings:
         self.generation = GenerationSettings.coerce(self.generation)
 
     @property
+    def cross_tokenizer(self) -> bool:
+        """The loss compares two tokenizers' distributions (``uld``, ``span_kl``)."""
+        return self.loss in list_cross_tokenizer_losses()
+
+    @property
     def generates(self) -> bool:
         """Some batches train on sampled completions (``on_policy`` or ``seq_kd`` above 0)."""
         return self.on_policy > 0 or self.seq_kd > 0
 
 
-__all__ = ["DTYPES", "DistillSettings", "GenerationSettings", "parse_device", "parse_dtype"]
+__all__ = ["ALIGNMENTS", "DTYPES", "DistillSettings", "GenerationSettings", "parse_device", "parse_dtype"]

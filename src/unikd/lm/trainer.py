@@ -27,6 +27,7 @@ from ._require import require
 from .cached_teacher import cached_loss, setup_cached_teacher
 from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
 from .checks import check_pair, context_length
+from .cross_tokenizer import cross_loss, default_cross_collator, setup_cross_tokenizer
 from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
 from .on_policy import check_data, default_prompt_collator, on_policy_for
 from .placement import TeacherPlacement, freeze_teacher
@@ -70,6 +71,15 @@ class DistillationMixin(TermLogging):
         self._cached = None
         if (teacher is None) == (sparse_teacher is None):
             raise ValueError("pass a teacher model or sparse_teacher=<cache folder> (exactly one of them)")
+        if distill.cross_tokenizer:
+            if teacher is None:
+                raise ValueError(
+                    f"the cross-tokenizer loss {distill.loss!r} needs the teacher model (its logits over its "
+                    "own vocabulary); a cache of teacher rows is for teachers with the student's tokenizer"
+                )
+            setup_cross_tokenizer(self, teacher, distill, student_tokenizer, teacher_tokenizer)
+            self._reset_terms()
+            return
         if teacher is None:
             setup_cached_teacher(self, distill, sparse_teacher, eval_sparse_teacher=eval_sparse_teacher,
                                  teacher_index=teacher_index, student_tokenizer=student_tokenizer)
@@ -137,10 +147,12 @@ class DistillationMixin(TermLogging):
         inputs = dict(inputs)
         targets = self._targets(inputs)
         index = inputs.pop(self._cache_key) if getattr(self, "_cached", None) is not None else None
-        inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
+        batch, inputs = inputs, {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         d = self.distill
         progress = self._progress() if model.training else None
-        if index is not None:  # a cached teacher: no teacher forward
+        if d.cross_tokenizer:  # the teacher reads its own ids, kept in the batch beside the student's
+            loss, ce, term = cross_loss(self, model, batch, targets)
+        elif index is not None:  # a cached teacher: no teacher forward
             loss, ce, term = cached_loss(self, model, inputs, index, targets, progress)
         elif d.fused:
             hs = hidden_states(model, self._student_capture, inputs)
@@ -248,7 +260,11 @@ class DistillationTrainer(DistillationMixin, transformers.Trainer):
     ) -> None:
         if teacher is model:
             raise ValueError("the teacher is the student itself; pass a separate (trained) teacher model")
-        if kwargs.get("data_collator") is None:  # text prompts (on_policy / seq_kd) need tokenizing
+        if kwargs.get("data_collator") is None and distill is not None and distill.cross_tokenizer:
+            kwargs["data_collator"] = default_cross_collator(
+                model, teacher, student_tokenizer, teacher_tokenizer
+            )
+        elif kwargs.get("data_collator") is None:  # text prompts (on_policy / seq_kd) need tokenizing
             tok = kwargs.get("processing_class") or student_tokenizer
             kwargs["data_collator"] = default_prompt_collator(distill, kwargs.get("train_dataset"), tok)
         super().__init__(model=model, args=args, **kwargs)
