@@ -259,3 +259,50 @@ def test_span_alignment_pairs_exactly_the_common_token_ends(length, s_cuts, t_cu
     assert rows == common_ends(so, to)
     assert rows[-1] == (len(so) - 1, len(to) - 1)  # the end of the text is always common
     assert T.span_alignment([so], [so]).student_position.tolist() == list(range(len(so)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 6), seed=st.integers(0, 10**6), t=st.floats(0.5, 4.0))
+def test_span_kl_sequence_mean_modules_and_invariances(n, seed, t):
+    g = torch.Generator().manual_seed(seed)
+    vs, vt = n + 2, n + 3
+    s_ids, t_ids = torch.randperm(vs, generator=g)[:n], torch.randperm(vt, generator=g)[:n]
+    shared = T.SharedVocab(s_ids, t_ids)
+    zs = torch.randn(3, 4, vs, generator=g, dtype=torch.float64) * 2
+    zt = torch.randn(3, 5, vt, generator=g, dtype=torch.float64) * 2
+    a = T.TokenAlignment(torch.tensor([0, 0, 2, 2, 2]), torch.tensor([0, 3, 1, 2, 3]),
+                         torch.tensor([1, 4, 0, 2, 3]), 3)
+    per = [span_kl_pair(zs[b, i].tolist(), zt[b, j].tolist(), s_ids, t_ids, t) for b, i, j in _triples(a)]
+    want = (sum(per[:2]) / 2 + sum(per[2:]) / 3) / 2  # sequence 1 has no pair: it is left out
+    got = T.span_kl_loss(zs, zt, a, shared, temperature=t, reduction="sequence_mean")
+    assert got.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
+    assert got.item() >= 0.0
+    # the module equals the function; the order of the shared pairs does not matter
+    module = T.SpanKLLoss(shared, temperature=t, reduction="sequence_mean")
+    assert module(zs, zt, a).item() == pytest.approx(got.item(), rel=1e-12, abs=1e-14)
+    perm = torch.randperm(n, generator=g)
+    shuffled = T.span_kl_loss(zs, zt, a, T.SharedVocab(s_ids[perm], t_ids[perm]), temperature=t,
+                              reduction="sequence_mean")
+    assert shuffled.item() == pytest.approx(got.item(), rel=1e-10, abs=1e-12)
+    uld = T.ULDLoss(student_temperature=t, reduction="sum")(zs, zt, a)
+    assert uld.item() == pytest.approx(T.uld_loss(zs, zt, a, student_temperature=t, reduction="sum").item())
+    # float32 inputs give float32 values close to the float64 ones
+    lo = T.span_kl_loss(zs.float(), zt.float(), a, shared, temperature=t, reduction="sequence_mean")
+    assert lo.dtype == torch.float32 and lo.item() == pytest.approx(got.item(), rel=1e-4, abs=1e-6)
+
+
+def test_span_kl_bad_inputs_name_the_fix():
+    zs, zt = torch.randn(1, 3, 5), torch.randn(1, 4, 6)
+    a = T.TokenAlignment(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]), 1)
+    with pytest.raises(ValueError, match="shared must be a SharedVocab"):
+        T.span_kl_loss(zs, zt, a, {"a": 0})
+    with pytest.raises(ValueError, match="the KL needs at least 2"):
+        T.span_kl_loss(zs, zt, a, T.SharedVocab(torch.tensor([0]), torch.tensor([0])))
+    with pytest.raises(ValueError, match="shared student ids reach 7"):
+        T.span_kl_loss(zs, zt, a, T.SharedVocab(torch.tensor([0, 7]), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        T.span_kl_loss(zs, zt, a, T.SharedVocab(torch.tensor([0, 1]), torch.tensor([0, 1])), temperature=0)
+    with pytest.raises(ValueError, match="shared must be a SharedVocab"):
+        T.SpanKLLoss(None)
+    with pytest.raises(ValueError, match="on cpu but teacher_logits on meta"):
+        T.uld_loss(zs, zt.to("meta"), a)
