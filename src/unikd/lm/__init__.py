@@ -6,7 +6,10 @@
   subclasses (TRL's ``SFTTrainer``) the same loss.
 - :func:`check_pair`, :func:`check_dataset`: the preflight the trainer runs (vocabulary, heads, tokenizers,
   context length, labels).
-- :func:`evaluate_lm`: validation perplexity and per-token KL to the teacher.
+- :func:`evaluate_lm`: validation perplexity and per-token KL to the teacher; :func:`evaluate_bpb`,
+  :func:`bits_per_byte`: bits per byte, comparable across tokenizers.
+- :class:`CrossTokenizerCollator`: batches for a teacher with another tokenizer (``DistillSettings("uld")``
+  or ``"span_kl"``): each text tokenized by both tokenizers, with character offsets.
 - :class:`GenerationSettings`, :class:`PromptCollator`: on-policy and sequence-level distillation
   (``DistillSettings(on_policy=..., seq_kd=..., generation=...)``) and text prompt datasets.
 - :mod:`unikd.lm.example`: ``unikd lm-distill``, an end-to-end example on Python's standard library.
@@ -35,6 +38,9 @@ _EXPORTS = {
     "check_pair": "checks",
     "context_length": "checks",
     "evaluate_lm": "evaluate",
+    "bits_per_byte": "bpb",
+    "evaluate_bpb": "bpb",
+    "CrossTokenizerCollator": "cross_collator",
     "GenerationSettings": "generation_settings",
     "PromptCollator": "prompt_data",
 }
