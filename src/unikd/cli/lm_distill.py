@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from unikd.lm.example_config import describe_defaults
+    from unikd.lm.example_config import CROSS_METHODS, describe_defaults
 
     p = subparsers.add_parser(
         "lm-distill",
@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "its tokenizer reads data= (a folder of text files; a .jsonl of text, prompt+completion or chat "
             "messages records, prompts masked from the loss; or a datasets name); student= is another "
             "model (same tokenizer, checked id by id) or a size to build from scratch. "
+            "With teacher_vocab_size=N the teacher gets its own byte-level BPE of N tokens and the students "
+            f"train with CE only or a cross-tokenizer loss ({', '.join(CROSS_METHODS[1:])}; "
+            "alignment=span|truncation) on text "
+            "chunks read by both tokenizers, scored in bits per byte (comparable across tokenizers). "
             "Offline, set HF_HUB_OFFLINE=1 and fill the Hugging Face cache, or pass folders."
         ),
         epilog=(
@@ -35,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "      methods=[kd] seeds=[0] block_size=1024 batch_size=8 teacher_dtype=bfloat16 \\\n"
             "      teacher_device=cpu save_students=true\n"
             "  unikd lm-distill teacher=./my-teacher student.layers=4 student.hidden=256 data=./texts/\n"
+            f"  unikd lm-distill teacher_vocab_size=4096 methods=[{','.join(CROSS_METHODS)}] seeds=[0,1,2,3,4]"
+            "   # two tokenizers\n"
             'data= records (one JSON object a line): {"text": ...} | {"prompt": ..., "completion": ...} | '
             '{"messages": [{"role": ..., "content": ...}, ...]}\n'
             "settings (key=default; hyperparameters.<method>.<name>=value sets a loss hyperparameter):\n"

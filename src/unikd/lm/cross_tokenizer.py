@@ -87,12 +87,19 @@ def setup_cross_tokenizer(
         teacher, trainer.args.device, distill.teacher_device, distill.teacher_dtype
     )
     trainer.teacher = trainer._placement.teacher
-    trainer.loss_fn = create_cross_tokenizer_loss(
-        distill.loss,
-        student_tokenizer=student_tokenizer,
-        teacher_tokenizer=teacher_tokenizer,
-        **distill.hyperparameters,
-    ).to(trainer.args.device)
+    try:
+        loss_fn = create_cross_tokenizer_loss(
+            distill.loss,
+            student_tokenizer=student_tokenizer,
+            teacher_tokenizer=teacher_tokenizer,
+            **distill.hyperparameters,
+        )
+    except TypeError as exc:  # an unknown keyword of the loss module
+        raise ValueError(
+            f"bad hyperparameters {sorted(distill.hyperparameters)} for the cross-tokenizer loss "
+            f"{distill.loss!r}: {exc} (docs/token.md, 'Cross-tokenizer losses', lists each loss's settings)"
+        ) from None
+    trainer.loss_fn = loss_fn.to(trainer.args.device)
     trainer.on_policy_batches = None
 
 
