@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "      methods=[kd] seeds=[0] block_size=1024 batch_size=8 teacher_dtype=bfloat16 \\\n"
             "      teacher_device=cpu save_students=true\n"
             "  unikd lm-distill teacher=./my-teacher student.layers=4 student.hidden=256 data=./texts/\n"
-            f"  unikd lm-distill teacher_vocab_size=4096 methods=[{','.join(CROSS_METHODS)}] seeds=[0,1,2,3,4]"
-            "   # two tokenizers\n"
+            f"  unikd lm-distill teacher_vocab_size=4096 methods=[{','.join(CROSS_METHODS)}] "
+            "seeds=[0,1,2,3,4]   # two tokenizers\n"
             'data= records (one JSON object a line): {"text": ...} | {"prompt": ..., "completion": ...} | '
             '{"messages": [{"role": ..., "content": ...}, ...]}\n'
             "settings (key=default; hyperparameters.<method>.<name>=value sets a loss hyperparameter):\n"
