@@ -142,6 +142,8 @@ def test_cross_path_errors_name_the_fix(tmp_path, toks):
         _trainer(tmp_path, toks, "uld", on_policy=0.5)
     with pytest.raises(ValueError, match="leave vocab_size unset"):
         _trainer(tmp_path, toks, "uld", vocab_size=100)
+    with pytest.raises(ValueError, match=r"bad hyperparameters \['temperature'\] for the cross"):
+        _trainer(tmp_path, toks, "uld", hyperparameters={"temperature": 2.0})
     with pytest.raises(ValueError, match="max_length=40"):
         DistillationTrainer(
             student, teacher, args(tmp_path), distill=DistillSettings("uld"), train_dataset=ROWS,
