@@ -1,0 +1,86 @@
+"""DistillationTrainer runs with FSDP2-sharded students, for tests/lm/test_fsdp.py.
+
+``python fsdp_worker.py OUT RUN [RUN ...]``, alone or under torchrun (gloo). A run is ``SHARD:PATH``:
+SHARD ``none`` (one process, or DDP under torchrun), ``before`` (decoder layers and root sharded before the
+trainer is built), ``after`` (the same, on ``trainer.model`` after construction), ``head`` (``before`` with
+the output head its own unit, so its weight is a shard after the forward) or ``teacher`` (``before``, the
+teacher sharded too); PATH ``fused`` or ``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal
+kept-token counts (2 per process x 2 accumulation steps under torchrun), and rank 0 writes
+``OUT/<run>/losses.json`` and the full weights ``OUT/<run>/weights.pt``; ``save`` after a run also saves the
+model with ``trainer.save_model`` into ``OUT/<run>/saved``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ddp_token_worker import InOrder, masked_examples  # noqa: E402
+from lm_support import args, llama  # noqa: E402
+
+import unikd.lm as lm  # noqa: E402
+
+WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def shard(model, *, head_unit: bool = False):
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.model.layers:
+        fully_shard(layer)
+    if head_unit:
+        fully_shard(model.lm_head)
+    return fully_shard(model)
+
+
+def full_weights(model) -> dict[str, torch.Tensor]:
+    """Every parameter whole (a collective for DTensor shards: every rank calls it)."""
+    out = {}
+    for name, p in model.named_parameters():
+        full = p.full_tensor() if hasattr(p, "full_tensor") else p
+        out[name] = full.detach().cpu().clone()
+    return out
+
+
+def run(out: Path, where: str, path: str, save: bool = False) -> None:
+    student, teacher = llama(seed=2), llama(hidden=24, seed=1)
+    if where in ("before", "head", "teacher"):
+        shard(student, head_unit=where == "head")
+    if where == "teacher":
+        shard(teacher)
+    kw = {"save_only_model": True} if save else {}
+    trainer = InOrder(
+        student,
+        teacher,
+        args(out / "trainer", per_device_train_batch_size=8 // (2 * WORLD), gradient_accumulation_steps=2,
+             max_steps=2, logging_steps=1, learning_rate=0.5, optim="sgd",
+             ddp_backend="gloo" if WORLD > 1 else None, **kw),
+        train_dataset=masked_examples(),
+        distill=lm.DistillSettings("kd", ce_weight=0.5, fused=path == "fused"),
+    )
+    if where == "after":
+        shard(trainer.model)
+    trainer.train()
+    weights = full_weights(trainer.model)
+    if save:
+        trainer.save_model(str(out / "saved"))
+    if trainer.is_world_process_zero():
+        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(weights, out / "weights.pt")
+        (out / "losses.json").write_text(json.dumps(losses))
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    for spec in sys.argv[2:]:
+        where, path, *rest = spec.split(":")
+        run(root / f"{where}-{path}", where, path, save="save" in rest)
+    if dist.is_initialized():
+        dist.destroy_process_group()
