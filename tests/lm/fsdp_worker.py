@@ -3,11 +3,14 @@
 ``python fsdp_worker.py OUT RUN [RUN ...]``, alone or under torchrun (gloo). A run is ``SHARD:PATH``:
 SHARD ``none`` (one process, or DDP under torchrun), ``before`` (decoder layers and root sharded before the
 trainer is built), ``after`` (the same, on ``trainer.model`` after construction), ``head`` (``before`` with
-the output head its own unit, so its weight is a shard after the forward) or ``teacher`` (``before``, the
-teacher sharded too); PATH ``fused`` or ``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal
-kept-token counts (2 per process x 2 accumulation steps under torchrun), and rank 0 writes
+the output head its own unit, so its weight is a shard after the forward), ``teacher`` (``before``, the
+teacher sharded too) or ``zero3`` (DeepSpeed ZeRO-3 through the Trainer's ``deepspeed`` argument); PATH
+``fused`` or ``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal kept-token counts (2 per
+process x 2 accumulation steps under torchrun), and rank 0 writes
 ``OUT/<run>/losses.json`` and the full weights ``OUT/<run>/weights.pt``; ``save`` after a run also saves the
-model with ``trainer.save_model`` into ``OUT/<run>/saved``.
+model with ``trainer.save_model`` into ``OUT/<run>/saved``. The run ``refusals:-`` records the errors of
+a sharded student with checkpoints and of a sharded teacher with ``teacher_dtype`` (``refusals:zero3``
+also of ZeRO-3 with ``fused=True``) in ``OUT/refusals.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,18 @@ def full_weights(model) -> dict[str, torch.Tensor]:
     return out
 
 
+ZERO3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto",
+         "gradient_accumulation_steps": "auto", "train_batch_size": "auto", "gradient_clipping": "auto"}
+
+
+def zero3_weights(trainer) -> dict[str, torch.Tensor]:
+    import deepspeed
+
+    params = dict(trainer.model.named_parameters())
+    with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+        return {n: p.detach().cpu().clone() for n, p in params.items()}
+
+
 def run(out: Path, where: str, path: str, save: bool = False) -> None:
     student, teacher = llama(seed=2), llama(hidden=24, seed=1)
     if where in ("before", "head", "teacher"):
@@ -55,6 +70,8 @@ def run(out: Path, where: str, path: str, save: bool = False) -> None:
     if where == "teacher":
         shard(teacher)
     kw = {"save_only_model": True} if save else {}
+    if where == "zero3":
+        kw["deepspeed"] = ZERO3
     trainer = InOrder(
         student,
         teacher,
@@ -67,7 +84,7 @@ def run(out: Path, where: str, path: str, save: bool = False) -> None:
     if where == "after":
         shard(trainer.model)
     trainer.train()
-    weights = full_weights(trainer.model)
+    weights = zero3_weights(trainer) if where == "zero3" else full_weights(trainer.model)
     if save:
         trainer.save_model(str(out / "saved"))
     if trainer.is_world_process_zero():
@@ -77,10 +94,37 @@ def run(out: Path, where: str, path: str, save: bool = False) -> None:
         (out / "losses.json").write_text(json.dumps(losses))
 
 
+def refusals(out: Path, zero3: bool) -> None:
+    """The messages of the two refusals a sharded model meets (rank 0 writes them to OUT/refusals.json)."""
+    found = {}
+    for name, kw, distill in (
+        ("checkpoints", {"save_strategy": "steps", "save_steps": 1}, {}),
+        ("teacher_dtype", {}, {"teacher_dtype": "bfloat16"}),
+        *((("zero3_fused", {"deepspeed": ZERO3}, {}),) if zero3 else ()),
+    ):
+        student, teacher = llama(seed=2), llama(hidden=24, seed=1)
+        if name != "zero3_fused":
+            shard(student)
+        if name == "teacher_dtype":
+            shard(teacher)
+        try:
+            InOrder(student, teacher, args(out / "trainer", ddp_backend="gloo", **kw),
+                    train_dataset=masked_examples(), distill=lm.DistillSettings("kd", **distill))
+            found[name] = None
+        except ValueError as e:
+            found[name] = str(e)
+    if dist.get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "refusals.json").write_text(json.dumps(found))
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     for spec in sys.argv[2:]:
         where, path, *rest = spec.split(":")
+        if where == "refusals":
+            refusals(root, zero3=path == "zero3")
+            continue
         run(root / f"{where}-{path}", where, path, save="save" in rest)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""The Trainer's hooks for a student sharded with FSDP2 (``fully_shard``) before or after the trainer is built.
+"""The Trainer's hooks for a student sharded with FSDP2 (``fully_shard``), before or after construction.
 
 Accelerate would wrap such a student in DDP (and refuses ``DTensor`` parameters there); FSDP2 already
 reduce-scatters the gradients, so the student is prepared for autocast only, never wrapped. The constructor's
@@ -6,7 +6,8 @@ probe forward (and any evaluation) leaves the root unit's parameters gathered, s
 before the optimizer is built from the parameters. Gradient accumulation syncs on the micro-batch that ends
 the optimizer step only (``set_requires_gradient_sync``). Saving gathers the full weights on every process
 and writes them from the first; the optimizer state, sharded across the processes, is not saved (refused
-unless ``save_only_model=True`` or ``save_strategy='no'``).
+unless ``save_only_model=True`` or ``save_strategy='no'``). DeepSpeed ZeRO-3 (the Trainer's ``deepspeed``
+argument) trains on the unfused path only; ``fused=True`` is refused there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from .sharding import check_saving, full_state_dict, is_sharded, reshard, set_gr
 
 class ShardedStudentMixin:
     """Mixed into :class:`~unikd.lm.DistillationMixin`; inert for a student that is not sharded."""
+
+    def _check_zero3(self, fused: bool) -> None:
+        """ZeRO-3 partitions the head into empty local tensors outside the forward: no fused loss there."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)  # type: ignore[attr-defined]
+        if fused and getattr(self, "is_deepspeed_enabled", False) and getattr(plugin, "zero_stage", 0) == 3:
+            raise ValueError(
+                "DeepSpeed ZeRO-3 partitions every parameter, the output head included, so the fused loss "
+                "cannot apply the head outside the model's forward: use DistillSettings(fused=False) (the "
+                "loss from the logits the model computes), or ZeRO-1/2, or shard with FSDP2 (fully_shard), "
+                "whose head the fused loss gathers"
+            )
 
     def _student_is_sharded(self) -> bool:
         return is_sharded(self.model)  # type: ignore[attr-defined]

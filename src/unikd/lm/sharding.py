@@ -107,7 +107,7 @@ def anchor(loss: Tensor, output: Tensor | None) -> Tensor:
 
 
 def reshard(model: nn.Module) -> None:
-    """Put every FSDP2 unit of ``model`` back to its shards (the root keeps its parameters after a forward)."""
+    """Every FSDP2 unit of ``model`` back to its shards (the root keeps its parameters after a forward)."""
     for module in fsdp_modules(model):
         module.reshard()
 
@@ -119,7 +119,7 @@ def set_gradient_sync(model: nn.Module, sync: bool) -> None:
 
 
 def check_saving(args: Any) -> None:
-    """FSDP2's optimizer state is sharded; the Trainer's checkpoints would save rank 0's shard as the whole."""
+    """FSDP2's optimizer state is sharded: the Trainer's checkpoints would save rank 0's shard only."""
     strategy = getattr(args, "save_strategy", "no")
     if getattr(strategy, "value", strategy) == "no" or getattr(args, "save_only_model", False):
         return

@@ -95,6 +95,7 @@ class DistillationMixin(ShardedStudentMixin, TermLogging):
         self.model_accepts_loss_kwargs = True
         if is_sharded(model):
             check_saving(self.args)
+        self._check_zero3(distill.fused)
         self._placement = TeacherPlacement(
             teacher, self.args.device, distill.teacher_device, distill.teacher_dtype
         )
