@@ -5,7 +5,8 @@ The student runs through the Trainer's own (possibly DDP-wrapped) model, so ``to
 exist: the hidden states that feed each output head are captured (:mod:`unikd.lm.capture`) and
 :class:`unikd.token.FusedDistillLoss` applies the heads chunk by chunk, with the cross-entropy in the same
 pass. ``fused=False`` computes the same loss from the logits the models return (the reference path, and the
-path for sharded heads under FSDP / ZeRO-3).
+path under DeepSpeed ZeRO-3). Students (and teachers) sharded with FSDP2 train on both paths, the sharded
+head gathered for the fused loss (:mod:`unikd.lm.sharding`, :mod:`unikd.lm.sharded_training`).
 
 The teacher is frozen, in eval mode, placed on the training device (or ``teacher_device``, in
 ``teacher_dtype``: :mod:`unikd.lm.placement`) and never handed to the accelerator, the optimizer or DDP.
@@ -70,6 +71,9 @@ class DistillationMixin(ShardedStudentMixin, TermLogging):
         model = self.model
         self.distill = distill
         self._cached = None
+        if is_sharded(model):
+            check_saving(self.args)
+        self._check_zero3(distill.fused)
         if (teacher is None) == (sparse_teacher is None):
             raise ValueError("pass a teacher model or sparse_teacher=<cache folder> (exactly one of them)")
         if teacher is None:
@@ -93,9 +97,6 @@ class DistillationMixin(ShardedStudentMixin, TermLogging):
         # The loss is normalised by the optimizer step's kept-token count (get_batch_samples below), so the
         # Trainer must not also divide it by the accumulation steps: it skips that when this flag is set.
         self.model_accepts_loss_kwargs = True
-        if is_sharded(model):
-            check_saving(self.args)
-        self._check_zero3(distill.fused)
         self._placement = TeacherPlacement(
             teacher, self.args.device, distill.teacher_device, distill.teacher_dtype
         )
