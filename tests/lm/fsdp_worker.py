@@ -6,11 +6,12 @@ trainer is built), ``after`` (the same, on ``trainer.model`` after construction)
 the output head its own unit, so its weight is a shard after the forward), ``teacher`` (``before``, the
 teacher sharded too) or ``zero3`` (DeepSpeed ZeRO-3 through the Trainer's ``deepspeed`` argument); PATH
 ``fused`` or ``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal kept-token counts (2 per
-process x 2 accumulation steps under torchrun), and rank 0 writes
-``OUT/<run>/losses.json`` and the full weights ``OUT/<run>/weights.pt``; ``save`` after a run also saves the
-model with ``trainer.save_model`` into ``OUT/<run>/saved``. The run ``refusals:-`` records the errors of
-a sharded student with checkpoints and of a sharded teacher with ``teacher_dtype`` (``refusals:zero3``
-also of ZeRO-3 with ``fused=True``) in ``OUT/refusals.json``.
+process x 2 accumulation steps under torchrun) and is evaluated on 8 other sequences; rank 0 writes
+``OUT/<run>/losses.json`` (the 2 logged losses, then ``eval_loss``) and the full weights
+``OUT/<run>/weights.pt``; ``save`` after a run also saves the model with ``trainer.save_model`` into
+``OUT/<run>/saved``. The run ``refusals:-`` records the errors of a sharded student with checkpoints and of
+a sharded teacher with ``teacher_dtype`` (``refusals:zero3`` also of ZeRO-3 with ``fused=True``) in
+``OUT/refusals.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_token_worker import InOrder, masked_examples  # noqa: E402
-from lm_support import args, llama  # noqa: E402
+from lm_support import args, examples, llama  # noqa: E402
 
 import unikd.lm as lm  # noqa: E402
 
@@ -76,19 +77,22 @@ def run(out: Path, where: str, path: str, save: bool = False) -> None:
         student,
         teacher,
         args(out / "trainer", per_device_train_batch_size=8 // (2 * WORLD), gradient_accumulation_steps=2,
-             max_steps=2, logging_steps=1, learning_rate=0.5, optim="sgd",
+             max_steps=2, logging_steps=1, learning_rate=0.5, optim="sgd", per_device_eval_batch_size=2,
              ddp_backend="gloo" if WORLD > 1 else None, **kw),
         train_dataset=masked_examples(),
+        eval_dataset=examples(8, seed=5),
         distill=lm.DistillSettings("kd", ce_weight=0.5, fused=path == "fused"),
     )
     if where == "after":
         shard(trainer.model)
     trainer.train()
     weights = zero3_weights(trainer) if where == "zero3" else full_weights(trainer.model)
+    evaluated = trainer.evaluate()
     if save:
         trainer.save_model(str(out / "saved"))
     if trainer.is_world_process_zero():
         losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        losses.append(evaluated["eval_loss"])  # the trained student on held-out sequences
         out.mkdir(parents=True, exist_ok=True)
         torch.save(weights, out / "weights.pt")
         (out / "losses.json").write_text(json.dumps(losses))

@@ -1,9 +1,9 @@
 """FSDP2 (``fully_shard``) students and teachers: 2 gloo processes on the CPU train exactly as one process.
 
 Each run is 2 SGD steps of 8 sequences with unequal kept-token counts (2 per process x 2 accumulation steps),
-compared with one process (8 x 1) in its logged losses and final weights; the DDP run of the same launch is
-held to the same tolerance, so all of them agree with each other. SGD keeps the comparison sharp (Adam's
-normalisation magnifies rounding into visible weight differences).
+compared with one process (8 x 1) in its logged losses, final weights and evaluation loss; the DDP run of the
+same launch is held to the same tolerance, so all of them agree with each other. SGD keeps the comparison
+sharp (Adam's normalisation magnifies rounding into visible weight differences).
 """
 
 from __future__ import annotations
