@@ -1,17 +1,17 @@
 """DistillationTrainer runs with FSDP2-sharded students, for tests/lm/test_fsdp.py.
 
-``python fsdp_worker.py OUT RUN [RUN ...]``, alone or under torchrun (gloo). A run is ``SHARD:PATH``:
-SHARD ``none`` (one process, or DDP under torchrun), ``before`` (decoder layers and root sharded before the
-trainer is built), ``after`` (the same, on ``trainer.model`` after construction), ``head`` (``before`` with
-the output head its own unit, so its weight is a shard after the forward), ``teacher`` (``before``, the
-teacher sharded too) or ``zero3`` (DeepSpeed ZeRO-3 through the Trainer's ``deepspeed`` argument); PATH
-``fused`` or ``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal kept-token counts (2 per
-process x 2 accumulation steps under torchrun) and is evaluated on 8 other sequences; rank 0 writes
+``python fsdp_worker.py OUT RUN [RUN ...]``, alone or under torchrun (gloo). A run is ``SHARD:PATH``: SHARD
+``none`` (one process, or DDP under torchrun), ``before`` (decoder layers and root sharded before the trainer
+is built), ``after`` (the same, on ``trainer.model`` after construction), ``head`` (``before`` with the output
+head its own unit, so its weight is a shard after the forward), ``teacher`` (``before``, the teacher sharded
+too) or ``zero3`` (DeepSpeed ZeRO-3 through the Trainer's ``deepspeed`` argument); PATH ``fused`` or
+``unfused``. Each run trains 2 SGD steps of 8 sequences with unequal kept-token counts (2 per process x 2
+accumulation steps under torchrun) and is evaluated on 8 other sequences; rank 0 writes
 ``OUT/<run>/losses.json`` (the 2 logged losses, then ``eval_loss``) and the full weights
 ``OUT/<run>/weights.pt``; ``save`` after a run also saves the model with ``trainer.save_model`` into
-``OUT/<run>/saved``. The run ``refusals:-`` records the errors of a sharded student with checkpoints and of
-a sharded teacher with ``teacher_dtype`` (``refusals:zero3`` also of ZeRO-3 with ``fused=True``) in
-``OUT/refusals.json``.
+``OUT/<run>/saved``; ``tied`` gives the student a head tied to its embedding (``OUT/<run>-tied``). The run
+``refusals:-`` records the errors of a sharded student with checkpoints and of a sharded teacher with
+``teacher_dtype`` (``refusals:zero3`` also of ZeRO-3 with ``fused=True``) in ``OUT/refusals.json``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,18 @@ def zero3_weights(trainer) -> dict[str, torch.Tensor]:
         return {n: p.detach().cpu().clone() for n, p in params.items()}
 
 
-def run(out: Path, where: str, path: str, save: bool = False) -> None:
-    student, teacher = llama(seed=2), llama(hidden=24, seed=1)
+def tied_llama(seed: int):
+    """The test student with its head tied to its input embedding (as in many small causal LMs)."""
+    cfg = llama(seed=seed).config
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(seed)
+    model = type(llama())(cfg)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+def run(out: Path, where: str, path: str, save: bool = False, tied: bool = False) -> None:
+    student, teacher = tied_llama(2) if tied else llama(seed=2), llama(hidden=24, seed=1)
     if where in ("before", "head", "teacher"):
         shard(student, head_unit=where == "head")
     if where == "teacher":
@@ -129,6 +139,7 @@ if __name__ == "__main__":
         if where == "refusals":
             refusals(root, zero3=path == "zero3")
             continue
-        run(root / f"{where}-{path}", where, path, save="save" in rest)
+        name = "-".join([where, path, *(["tied"] if "tied" in rest else [])])
+        run(root / name, where, path, save="save" in rest, tied="tied" in rest)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -47,7 +47,8 @@ def one_process(tmp_path_factory):
     root = tmp_path_factory.mktemp("one")
     for path in ("fused", "unfused"):
         run(root / path, "none", path)
-    return {path: _result(root / path) for path in ("fused", "unfused")}
+    run(root / "tied", "none", "fused", tied=True)
+    return {name: _result(root / name) for name in ("fused", "unfused", "tied")}
 
 
 def _assert_same(got, want, what):
@@ -77,10 +78,12 @@ def _initial_head():
 @pytest.mark.slow
 def test_sharded_head_unit_teacher_and_saving_equal_one_process(one_process, tmp_path):
     """Sharded after construction; the head its own unit (its weight a shard when the loss needs it: gathered,
-    the gradient reduce-scattered back); the teacher sharded too, and the student saved whole."""
-    _launch(tmp_path, "after:fused", "head:fused", "teacher:fused:save", "refusals:-")
+    the gradient reduce-scattered back); the teacher sharded too, and the student saved whole; a head tied to
+    the input embedding."""
+    _launch(tmp_path, "after:fused", "head:fused", "teacher:fused:save", "before:fused:tied", "refusals:-")
     for run in ("after-fused", "head-fused", "teacher-fused"):
         _assert_same(_result(tmp_path / run), one_process["fused"], run)
+    _assert_same(_result(tmp_path / "before-fused-tied"), one_process["tied"], "tied head")
     from transformers import LlamaForCausalLM
 
     saved = LlamaForCausalLM.from_pretrained(tmp_path / "teacher-fused" / "saved")
