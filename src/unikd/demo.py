@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from unikd._atomic import atomic_write_text
+
 TEACHER_MODEL = "resnet20"  # 0.27M parameters
 STUDENT_MODEL = "tiny_cnn"  # 24k parameters
 DEMO_METHODS = ("ce", "kd", "nkd", "uskd")
@@ -177,8 +179,6 @@ def run_demo(
     2-core machine 1 thread ran the teacher 6x faster than 2 (3 epochs: 8.6 s vs 26.2 s).
     Returns ``{"rows": [...], "plot": path or None, ...}``.
     """
-    from unikd.engine import load_config, train
-
     if epochs is None:
         epochs = 1 if quick else DEFAULT_EPOCHS
     if int(epochs) < 1:
@@ -197,33 +197,9 @@ def run_demo(
         torch.set_num_threads(int(threads))
     if not verbose:
         log.setLevel(logging.WARNING)  # also hides the per-epoch progress bars
-    rows: list[dict[str, Any]] = []
-    histories: dict[str, list[dict[str, Any]]] = {}
-    total = len(methods) + 1
     t_all = time.perf_counter()
     try:
-        runs = [("teacher", "ce", TEACHER_MODEL, [])]
-        runs += [(m, m, STUDENT_MODEL, METHOD_OVERRIDES[m]) for m in methods]
-        # The final weights: best.pt is chosen on the test set, which the students are scored on.
-        teacher_ckpt = out / "teacher" / "last.pt"
-        for i, (name, method, model, extra) in enumerate(runs, 1):
-            # The demo always trains afresh: it replaces the run folders of a previous demo in ``out``.
-            overrides = [f"method={method}", f"model={model}", f"out_dir={out / name}", "resume=no",
-                         "overwrite=true"]
-            overrides += [*base, *extra]
-            if name != "teacher" and not quick:
-                overrides.append(f"data.samples_per_class={STUDENT_SAMPLES_PER_CLASS}")
-            if method in ("kd", "dkd", "nkd"):
-                overrides += [f"teacher.model={TEACHER_MODEL}", f"teacher.checkpoint={teacher_ckpt}"]
-            what = "teacher" if name == "teacher" else f"{name} student"
-            echo(f"[{i}/{total}] training {what} ({model}, {epochs} epoch{'s' * (epochs != 1)}) ...")
-            cfg = load_config(None, overrides)
-            t0 = time.perf_counter()
-            summary = train(cfg)
-            seconds = time.perf_counter() - t0
-            rows.append(_row(name, model, summary, seconds))
-            histories[name] = _read_history(out / name, int(epochs))
-            echo(f"      top-1 {summary['last_top1']:.2f}%  ({seconds:.1f} s)")
+        rows, histories = _train_runs(out, base, methods, int(epochs), quick, echo)
     finally:
         log.setLevel(old_level)
         torch.set_num_threads(old_threads)
@@ -256,8 +232,40 @@ def run_demo(
         "plot": str(plot) if plot else None,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results.md").write_text(format_markdown(rows) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "results.md", format_markdown(rows) + "\n")
     echo(f"\ntotal {wall:.1f} s; run folders, results.json and results.md in {out}"
          + (f"; plot: {plot}" if plot else ""))
     return result
+
+
+def _train_runs(
+    out: Path, base: list[str], methods: Sequence[str], epochs: int, quick: bool, echo: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Train the teacher, then one student per method; their table rows and per-epoch histories."""
+    from unikd.engine import load_config, train
+
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+    runs = [("teacher", "ce", TEACHER_MODEL, [])]
+    runs += [(m, m, STUDENT_MODEL, METHOD_OVERRIDES[m]) for m in methods]
+    # The final weights: best.pt is chosen on the test set, which the students are scored on.
+    teacher_ckpt = out / "teacher" / "last.pt"
+    for i, (name, method, model, extra) in enumerate(runs, 1):
+        # The demo always trains afresh: it replaces the run folders of a previous demo in ``out``.
+        overrides = [f"method={method}", f"model={model}", f"out_dir={out / name}", "resume=no",
+                     "overwrite=true"]
+        overrides += [*base, *extra]
+        if name != "teacher" and not quick:
+            overrides.append(f"data.samples_per_class={STUDENT_SAMPLES_PER_CLASS}")
+        if method in ("kd", "dkd", "nkd"):
+            overrides += [f"teacher.model={TEACHER_MODEL}", f"teacher.checkpoint={teacher_ckpt}"]
+        what = "teacher" if name == "teacher" else f"{name} student"
+        echo(f"[{i}/{len(runs)}] training {what} ({model}, {epochs} epoch{'s' * (epochs != 1)}) ...")
+        t0 = time.perf_counter()
+        summary = train(load_config(None, overrides))
+        seconds = time.perf_counter() - t0
+        rows.append(_row(name, model, summary, seconds))
+        histories[name] = _read_history(out / name, epochs)
+        echo(f"      top-1 {summary['last_top1']:.2f}%  ({seconds:.1f} s)")
+    return rows, histories

@@ -87,7 +87,7 @@ def test_bad_inputs(zs, y, kw, match):
 
 def test_torch_rank_path_matches_numpy_path(monkeypatch):
     # CUDA tensors and torch.compile use torch.sort on the packed keys; CPU eager uses numpy. Same ranks.
-    from unikd.losses._common import zipf_rank_weights
+    from unikd.losses._zipf_ranks import zipf_rank_weights
 
     g = torch.Generator().manual_seed(8)
     scores = torch.cat([torch.randn(6, 40, generator=g), torch.zeros(2, 40), -torch.rand(2, 40, generator=g)])

@@ -133,7 +133,6 @@ def render_markdown(
 ) -> str:
     """The report text (pure; :func:`build_report` writes it)."""
     students = [r for r in results if r.role == "student"]
-    teachers = [r for r in results if r.role == "teacher"]
     n_fin = sum(r.finished for r in students)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
@@ -149,73 +148,12 @@ def render_markdown(
         "",
     ]
     for track, groups in tracks.items():
-        models = sorted({r.model for g in groups for r in g.runs})
-        tmodels = sorted({r.teacher_model for g in groups for r in g.runs if r.teacher_model})
-        desc = f"student {', '.join(models)}" + (f", teacher {', '.join(tmodels)}" if tmodels else "")
-        out += [f"## Track `{track}` ({desc})", ""]
-        tested = test_table(groups)
-        if tested:
-            out += [
-                "Test split (every image of it), at the epoch selected on the held-out validation split "
-                "and at the last epoch; mean ± std over seeds. 'train top-1' is the running accuracy on the "
-                "augmented training batches of the last epoch.",
-                "",
-                *tested,
-                "",
-                "Validation split (used to select the epoch):",
-                "",
-            ]
-        out += _track_table(groups) + [""]
-        out += paired_tables(groups)
-        out += class_table(groups)
-        out += online_table(groups)
-        for g in groups:
-            sources = sorted(
-                {
-                    Path(r.copied_from).parent.parent.name + "/" + Path(r.copied_from).parent.name
-                    for r in g.runs
-                    if r.copied_from
-                }
-            )
-            if sources:
-                out += [
-                    f"`{g.label}`: the same runs as `{', '.join(sources)}` "
-                    "(identical settings, trained once).",
-                    "",
-                ]
-        if not any(g.method == "ce" for g in groups):
-            out += ["(no `ce` run in this track, so no Δ vs CE.)", ""]
+        out += _track_section(track, groups)
     if not tracks:
         out += ["No finished student runs yet.", ""]
     out += comparison_tables(tracks, comparisons or [])
-    if teachers:
-        out += [
-            "## Teachers",
-            "",
-            "| teacher | finished | last top-1 | best top-1 | epochs | s/epoch | folder |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for t in teachers:
-            out.append(
-                f"| {t.model} (seed {t.seed}) | {'yes' if t.finished else 'no'} | {t.last_top1:.2f} | "
-                f"{t.best_top1:.2f} | {t.epochs} | {t.seconds_per_epoch:.1f} | "
-                f"`{_rel(t.run_dir, out_dir)}` |"
-            )
-        out += [
-            "",
-            "Students are distilled from the teacher's final weights (`last.pt`), not its best epoch, so "
-            "the test split is not used to pick the teacher.",
-            "",
-        ]
-    unfinished = [r for r in students if not r.finished]
-    if unfinished:
-        out += ["## Unfinished runs (not in the tables)", ""]
-        out += [
-            f"- `{r.track}/{r.label}/seed{r.seed}`: {r.epochs} epochs so far, last top-1 {r.last_top1:.2f} "
-            f"(`{_rel(r.run_dir, out_dir)}`)"
-            for r in unfinished
-        ]
-        out.append("")
+    out += _teacher_section([r for r in results if r.role == "teacher"], out_dir)
+    out += _unfinished_section([r for r in students if not r.finished], out_dir)
     out += skipped_lines(results, out_dir)
     out += ["## Plots", ""]
     out += [f"![{p.stem}]({_rel(p, out_dir)})" for p in plots]
@@ -223,6 +161,84 @@ def render_markdown(
         out.append(plot_note)
     out += ["", "Per-run numbers: `results.csv`.", ""]
     return "\n".join(out)
+
+
+def _track_section(track: str, groups: list[Group]) -> list[str]:
+    """One track's heading, its test and validation tables, paired, per-class and online tables."""
+    models = sorted({r.model for g in groups for r in g.runs})
+    tmodels = sorted({r.teacher_model for g in groups for r in g.runs if r.teacher_model})
+    desc = f"student {', '.join(models)}" + (f", teacher {', '.join(tmodels)}" if tmodels else "")
+    out = [f"## Track `{track}` ({desc})", ""]
+    tested = test_table(groups)
+    if tested:
+        out += [
+            "Test split (every image of it), at the epoch selected on the held-out validation split "
+            "and at the last epoch; mean ± std over seeds. 'train top-1' is the running accuracy on the "
+            "augmented training batches of the last epoch.",
+            "",
+            *tested,
+            "",
+            "Validation split (used to select the epoch):",
+            "",
+        ]
+    out += _track_table(groups) + [""]
+    out += paired_tables(groups)
+    out += class_table(groups)
+    out += online_table(groups)
+    for g in groups:
+        sources = sorted(
+            {
+                Path(r.copied_from).parent.parent.name + "/" + Path(r.copied_from).parent.name
+                for r in g.runs
+                if r.copied_from
+            }
+        )
+        if sources:
+            out += [
+                f"`{g.label}`: the same runs as `{', '.join(sources)}` (identical settings, trained once).",
+                "",
+            ]
+    if not any(g.method == "ce" for g in groups):
+        out += ["(no `ce` run in this track, so no Δ vs CE.)", ""]
+    return out
+
+
+def _teacher_section(teachers: list[RunResult], out_dir: Path) -> list[str]:
+    if not teachers:
+        return []
+    out = [
+        "## Teachers",
+        "",
+        "| teacher | finished | last top-1 | best top-1 | epochs | s/epoch | folder |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in teachers:
+        out.append(
+            f"| {t.model} (seed {t.seed}) | {'yes' if t.finished else 'no'} | {t.last_top1:.2f} | "
+            f"{t.best_top1:.2f} | {t.epochs} | {t.seconds_per_epoch:.1f} | "
+            f"`{_rel(t.run_dir, out_dir)}` |"
+        )
+    return out + [
+        "",
+        "Students are distilled from the teacher's final weights (`last.pt`), not its best epoch, so "
+        "the test split is not used to pick the teacher.",
+        "",
+    ]
+
+
+def _unfinished_section(unfinished: list[RunResult], out_dir: Path) -> list[str]:
+    if not unfinished:
+        return []
+    return [
+        "## Unfinished runs (not in the tables)",
+        "",
+        *(
+            f"- `{r.track}/{r.label}/seed{r.seed}`: {r.epochs} epochs so far, last top-1 {r.last_top1:.2f} "
+            f"(`{_rel(r.run_dir, out_dir)}`)"
+            for r in unfinished
+        ),
+        "",
+    ]
 
 
 def build_report(

@@ -2,7 +2,8 @@
 
 - :class:`DistillationTrainer` / :class:`DistillSettings`: a ``transformers.Trainer`` whose loss is any
   teacher loss of :mod:`unikd.token`, fused with the output heads so no ``(B, T, V)`` logits exist; runs
-  under ``torchrun`` / ``accelerate launch`` unchanged. :class:`DistillationMixin` gives other Trainer
+  under ``torchrun`` / ``accelerate launch`` unchanged, with DDP or an FSDP2-sharded student
+  (:mod:`unikd.lm.sharding`). :class:`DistillationMixin` gives other Trainer
   subclasses (TRL's ``SFTTrainer``) the same loss.
 - :func:`check_pair`, :func:`check_dataset`: the preflight the trainer runs (vocabulary, heads, tokenizers,
   context length, labels).

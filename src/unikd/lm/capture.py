@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .sharding import head_shape, whole
+
 
 def _head_of(model: nn.Module) -> nn.Module | None:
     get = getattr(model, "get_output_embeddings", None)
@@ -60,28 +62,28 @@ def causal_lm(model: nn.Module, name: str = "model") -> nn.Module:
     return inner[-1]
 
 
-def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
-    """``(weight (V, d), bias (V,) or None)`` of the output head of ``model`` (or of the causal LM inside
-    a wrapper such as PEFT's)."""
+def head_parameters(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
+    """``(weight, bias or None)`` of the output head of ``model`` (or of the causal LM inside a wrapper such
+    as PEFT's), as stored: possibly an FSDP2 ``DTensor`` shard or an empty ZeRO-3 partition."""
     head = _head_of(model)
     if head is None:
         head = _head_of(causal_lm(model, name))
     weight = getattr(head, "weight", None)
-    if not isinstance(weight, Tensor) or weight.dim() != 2:
+    if not isinstance(weight, Tensor) or len(head_shape(weight)) != 2:
         raise ValueError(
             f"the {name} ({type(model).__name__}) has no linear output head "
             f"(get_output_embeddings() returned "
             f"{type(head).__name__}); token distillation needs a causal LM such as *ForCausalLM"
         )
-    if weight.numel() == 0 or type(weight).__name__ == "DTensor":
-        raise ValueError(
-            f"the {name}'s output head weight is sharded "
-            f"(shape {tuple(weight.shape)}, {type(weight).__name__}): "
-            "the fused loss needs the whole head outside the model's forward. Use fused=False (the loss from "
-            "the logits the model computes inside its forward), or keep lm_head unsharded"
-        )
     bias = getattr(head, "bias", None)
     return weight, bias if isinstance(bias, Tensor) else None
+
+
+def output_head(model: nn.Module, name: str = "model") -> tuple[Tensor, Tensor | None]:
+    """``(weight (V, d), bias (V,) or None)`` of the output head of ``model``, whole: an FSDP2 shard is
+    gathered (a collective: every process calls it), differentiably (:func:`unikd.lm.sharding.whole`)."""
+    weight, bias = head_parameters(model, name)
+    return whole(weight, name), whole(bias, name)
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -132,12 +134,18 @@ class HiddenCapture:
         return h
 
 
-def hidden_states(model: nn.Module, capture: HiddenCapture, inputs: dict[str, Any]) -> Tensor:
-    """Run ``model(**inputs)`` keeping only the last position's logits; return the head input (B, T, d)."""
+def hidden_and_logits(model: nn.Module, capture: HiddenCapture, inputs: dict[str, Any]) -> tuple[Tensor, Any]:
+    """Run ``model(**inputs)`` keeping only the last position's logits; return the head input (B, T, d) and
+    those logits (None when the model returns none)."""
     kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     with capture.active():
-        model(**inputs, use_cache=False, **kwargs)
-    return capture.take()
+        out = model(**inputs, use_cache=False, **kwargs)
+    return capture.take(), getattr(out, "logits", None)
+
+
+def hidden_states(model: nn.Module, capture: HiddenCapture, inputs: dict[str, Any]) -> Tensor:
+    """Run ``model(**inputs)`` keeping only the last position's logits; return the head input (B, T, d)."""
+    return hidden_and_logits(model, capture, inputs)[0]
 
 
 @torch.no_grad()
@@ -151,7 +159,7 @@ def check_head_capture(model: nn.Module, name: str = "model", *, tokens: int = 8
             "target_modules (for LoRA: not 'lm_head'), or use fused=False"
         )
     device = next(model.parameters()).device
-    vocab = output_head(model, name)[0].shape[0]
+    vocab = head_shape(head_parameters(model, name)[0])[0]
     ids = torch.arange(tokens, device=device).remainder(vocab).unsqueeze(0)  # (1, tokens)
     was_training = model.training
     model.eval()
@@ -174,4 +182,13 @@ def check_head_capture(model: nn.Module, name: str = "model", *, tokens: int = 8
         )
 
 
-__all__ = ["HiddenCapture", "base_model", "causal_lm", "check_head_capture", "hidden_states", "output_head"]
+__all__ = [
+    "HiddenCapture",
+    "base_model",
+    "causal_lm",
+    "check_head_capture",
+    "head_parameters",
+    "hidden_and_logits",
+    "hidden_states",
+    "output_head",
+]

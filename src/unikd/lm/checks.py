@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from unikd.token import check_same_tokenizer, list_cross_tokenizer_losses, resolve_vocab
 
-from .capture import output_head
+from .capture import head_parameters
+from .sharding import head_shape
 
 # Attributes under which Hugging Face configs store the context length, in the order they are tried.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -63,15 +64,15 @@ def check_pair(
         raise ValueError("the teacher is the student itself; pass a separate (trained) teacher model")
     heads = {}
     for role, model in (("student", student), ("teacher", teacher)):
-        weight, _ = output_head(model, role)
+        rows, cols = head_shape(head_parameters(model, role)[0])  # sharded heads: their full shape
         width = hidden_size(model)
-        if width is not None and weight.shape[1] != width:
+        if width is not None and cols != width:
             raise ValueError(
-                f"the {role}'s output head expects inputs of width {weight.shape[1]} but its hidden size is "
+                f"the {role}'s output head expects inputs of width {cols} but its hidden size is "
                 f"{width}: the head does not belong to this model; load the {role} with its own head "
                 "(e.g. AutoModelForCausalLM.from_pretrained)"
             )
-        heads[role] = weight.shape[0]
+        heads[role] = rows
     if (student_tokenizer is None) != (teacher_tokenizer is None):
         raise ValueError("pass both student_tokenizer and teacher_tokenizer (or neither) to compare them")
     try:

@@ -28,7 +28,7 @@ from unikd.token import (
     truncation_alignment,
 )
 
-from .capture import output_head
+from .capture import head_parameters
 from .checks import context_length
 from .cross_collator import CrossTokenizerCollator
 from .placement import TeacherPlacement
@@ -76,7 +76,7 @@ def setup_cross_tokenizer(
     if teacher is model:
         raise ValueError("the teacher is the student itself; pass a separate (trained) teacher model")
     for role, m in (("student", model), ("teacher", teacher)):
-        output_head(m, role)  # a causal LM with a linear head, named in the error otherwise
+        head_parameters(m, role)  # a causal LM with a linear head, named in the error otherwise
     trainer.vocab = None  # each model keeps its own vocabulary
     contexts = [c for c in (context_length(model), context_length(teacher)) if c is not None]
     trainer.context = min(contexts) if contexts else None

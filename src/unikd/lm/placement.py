@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .capture import output_head
 from .settings import parse_device, parse_dtype
+from .sharding import is_sharded
 
 
 def freeze_teacher(
@@ -40,8 +41,16 @@ class TeacherPlacement:
     def __init__(
         self, teacher: nn.Module, train_device: torch.device, device: Any = None, dtype: Any = None
     ) -> None:
-        target = parse_device(device, "teacher_device") or train_device
-        self.teacher = freeze_teacher(teacher, target, dtype)
+        if is_sharded(teacher):  # FSDP2 placed its shards; moving them would break the sharding
+            if device is not None or dtype is not None:
+                raise ValueError(
+                    "the teacher is sharded (FSDP2): it stays where fully_shard put it, in its own dtype; "
+                    "drop teacher_device / teacher_dtype, or shard a teacher already on that device and dtype"
+                )
+            self.teacher = teacher.eval().requires_grad_(False)
+        else:
+            target = parse_device(device, "teacher_device") or train_device
+            self.teacher = freeze_teacher(teacher, target, dtype)
         self.device = _device_of(self.teacher)
         self._head: tuple[torch.device, Tensor, Tensor | None] | None = None
 
@@ -50,7 +59,8 @@ class TeacherPlacement:
         return {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
 
     def head(self, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        """The teacher's output head on ``device``: its own tensors there, else a copy made once."""
+        """The teacher's output head on ``device``: its own tensors there, else a copy made once (a sharded
+        teacher's head is gathered at each call: a cached copy would undo the sharding)."""
         weight, bias = output_head(self.teacher, "teacher")
         if weight.device == device:
             return weight, bias

@@ -5,7 +5,8 @@ The student runs through the Trainer's own (possibly DDP-wrapped) model, so ``to
 exist: the hidden states that feed each output head are captured (:mod:`unikd.lm.capture`) and
 :class:`unikd.token.FusedDistillLoss` applies the heads chunk by chunk, with the cross-entropy in the same
 pass. ``fused=False`` computes the same loss from the logits the models return (the reference path, and the
-path for sharded heads under FSDP / ZeRO-3).
+path under DeepSpeed ZeRO-3). Students (and teachers) sharded with FSDP2 train on both paths, the sharded
+head gathered for the fused loss (:mod:`unikd.lm.sharding`, :mod:`unikd.lm.sharded_training`).
 
 The teacher is frozen, in eval mode, placed on the training device (or ``teacher_device``, in
 ``teacher_dtype``: :mod:`unikd.lm.placement`) and never handed to the accelerator, the optimizer or DDP.
@@ -25,13 +26,15 @@ from unikd.token import FusedDistillLoss, TokenDistillLoss, cross_entropy, next_
 
 from ._require import require
 from .cached_teacher import cached_loss, setup_cached_teacher
-from .capture import HiddenCapture, check_head_capture, hidden_states, output_head
+from .capture import HiddenCapture, check_head_capture, hidden_and_logits, hidden_states, output_head
 from .checks import check_pair, context_length
 from .cross_tokenizer import cross_loss, default_cross_collator, setup_cross_tokenizer
 from .loss_state import LOSS_STATE, load_loss_state, save_loss_state
 from .on_policy import check_data, default_prompt_collator, on_policy_for
 from .placement import TeacherPlacement, freeze_teacher
 from .settings import DistillSettings
+from .sharded_training import ShardedStudentMixin
+from .sharding import anchor, check_saving, is_sharded, reshard
 from .term_log import TermLogging
 
 transformers = require("transformers")
@@ -40,7 +43,7 @@ transformers = require("transformers")
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
 
 
-class DistillationMixin(TermLogging):
+class DistillationMixin(ShardedStudentMixin, TermLogging):
     """The distillation loss and its logging for any ``transformers.Trainer`` subclass (TRL's included).
 
     Mix it in first (``class MyTrainer(DistillationMixin, SFTTrainer)``) and call :meth:`setup_distillation`
@@ -69,6 +72,9 @@ class DistillationMixin(TermLogging):
         model = self.model
         self.distill = distill
         self._cached = None
+        if is_sharded(model):
+            check_saving(self.args)
+        self._check_zero3(distill.fused and not distill.cross_tokenizer)  # the cross path uses logits
         if (teacher is None) == (sparse_teacher is None):
             raise ValueError("pass a teacher model or sparse_teacher=<cache folder> (exactly one of them)")
         if distill.cross_tokenizer:
@@ -119,6 +125,8 @@ class DistillationMixin(TermLogging):
             )
             self._student_capture = HiddenCapture(model)
             self._teacher_capture = HiddenCapture(self.teacher)
+            for m in (model, self.teacher):  # the probe forward left the FSDP2 roots gathered
+                reshard(m)
         else:
             self.loss_fn = TokenDistillLoss(distill.loss, **common, **distill.hyperparameters)
         self._reset_terms()
@@ -150,34 +158,19 @@ class DistillationMixin(TermLogging):
         batch, inputs = inputs, {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         d = self.distill
         progress = self._progress() if model.training else None
+        self._sync_gradients_of(model)
         if d.cross_tokenizer:  # the teacher reads its own ids, kept in the batch beside the student's
             loss, ce, term = cross_loss(self, model, batch, targets)
         elif index is not None:  # a cached teacher: no teacher forward
             loss, ce, term = cached_loss(self, model, inputs, index, targets, progress)
         elif d.fused:
-            hs = hidden_states(model, self._student_capture, inputs)
-            with torch.no_grad():  # one (B, T, d) transfer when the teacher runs elsewhere
-                ht = hidden_states(self.teacher, self._teacher_capture, self._placement.inputs(inputs))
-                ht = ht.to(hs.device)
-            ws, bs = output_head(self.accelerator.unwrap_model(model), "student")
-            wt, bt = self._placement.head(hs.device)
-            loss, parts = self.loss_fn(
-                hs,
-                ws,
-                ht,
-                wt,
-                targets,
-                student_bias=bs,
-                teacher_bias=bt,
-                progress=progress,
-                return_parts=True,
-            )
-            ce, term = parts["ce"], parts["distill"]
+            loss, ce, term = self._fused_loss(model, inputs, targets, progress)
         else:
             logits = model(**inputs, use_cache=False).logits
             with torch.no_grad():
                 t_inputs = self._placement.inputs(inputs)
                 t_logits = self.teacher(**t_inputs, use_cache=False).logits.to(logits.device)
+            reshard(self.teacher)  # a sharded teacher's root: back to its shards until the next batch
             vocab = self.vocab
             ce = cross_entropy(logits[..., :vocab], targets, ignore_index=d.ignore_index)
             term = self.loss_fn(logits, t_logits, targets, progress=progress)
@@ -187,6 +180,21 @@ class DistillationMixin(TermLogging):
             if num_items_in_batch is not None:
                 loss = self._token_exact(loss, targets, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _fused_loss(self, model, inputs, targets, progress) -> tuple[Tensor, Tensor, Tensor]:
+        hs, logits = hidden_and_logits(model, self._student_capture, inputs)
+        with torch.no_grad():  # one (B, T, d) transfer when the teacher runs elsewhere
+            ht = hidden_states(self.teacher, self._teacher_capture, self._placement.inputs(inputs))
+            ht = ht.to(hs.device)
+        ws, bs = output_head(self.accelerator.unwrap_model(model), "student")  # FSDP2: gathered
+        wt, bt = self._placement.head(hs.device)
+        loss, parts = self.loss_fn(
+            hs, ws, ht, wt, targets, student_bias=bs, teacher_bias=bt, progress=progress, return_parts=True
+        )
+        reshard(self.teacher)
+        if is_sharded(model):  # the units that only feed the skipped logits still run their backward hooks
+            loss = anchor(loss, logits)
+        return loss, parts["ce"], parts["distill"]
 
     # -- gradient accumulation: one mean over every kept token of the optimizer step ------------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):  # type: ignore[override]

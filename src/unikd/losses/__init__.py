@@ -41,7 +41,8 @@ from .standardize import standardize_logits
 from .taid import TAIDLoss, TAIDSchedule, taid_loss
 from .tfkd import TfKDLoss, tfkd_loss
 from .ttm import TTMLoss, ttm_loss
-from .uskd import USKDLoss, uskd_loss, uskd_nontarget_kl
+from .uskd import USKDLoss, uskd_loss
+from .uskd_ranks import uskd_nontarget_kl
 from .wttm import WTTMLoss, wttm_loss
 from .zipf_ls import ZipfLSLoss, zipf_ls_loss
 

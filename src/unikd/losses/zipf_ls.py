@@ -13,8 +13,8 @@ from ._common import (
     nan_if_nonfinite,
     normalise_nontarget,
     parse_target,
-    zipf_rank_weights,
 )
+from ._zipf_ranks import zipf_rank_weights
 
 
 def zipf_ls_loss(

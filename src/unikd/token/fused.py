@@ -25,20 +25,11 @@ from torch import Tensor
 
 from unikd.losses._common import as_float32, check_weight
 
+from .fused_checks import check_chunk_size, check_head, check_hidden, check_other_side, default_chunk_size
 from .grad_buffers import GradBuffers
 from .rows import check_ignore_index, check_label_range, check_labels, check_reduction, rows_loss
-from .sparse import SparseTeacher, check_sparse_teacher
+from .sparse import SparseTeacher
 from .specs import TokenLossSpec, get_spec
-from .vocab import resolve_vocab
-
-# Default chunk: about this many logits per model (128 MiB in fp32), so the live memory does not grow with V.
-CHUNK_FLOATS = 1 << 25
-MIN_CHUNK = 16
-
-
-def default_chunk_size(vocab_size: int) -> int:
-    """Tokens per chunk when ``chunk_size`` is None: ``2**25 // V`` (256 at V=128k, 1024 at V=32k), >= 16."""
-    return max(MIN_CHUNK, CHUNK_FLOATS // max(1, vocab_size))
 
 
 @dataclass(frozen=True)
@@ -159,38 +150,6 @@ def _chunked_pass(
     )
 
 
-def _check_hidden(x: object, name: str, layout: tuple[int, ...] | None) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (2, 3):
-        raise ValueError(
-            f"{name} must be a floating tensor of shape (B, T, d) or (N, d), got "
-            f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
-        )
-    if layout is not None and tuple(x.shape[:-1]) != layout:
-        raise ValueError(f"{name} covers tokens {tuple(x.shape[:-1])} but the student covers {layout}")
-    return x
-
-
-def _check_head(w: object, b: object, d: int, name: str, hidden_name: str, device: torch.device) -> None:
-    if not isinstance(w, Tensor) or not w.is_floating_point() or w.dim() != 2:
-        raise ValueError(
-            f"{name} must be the output-head weight, a floating (V, d) tensor (e.g. model.lm_head.weight), "
-            "got "
-            f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}"
-        )
-    if w.shape[1] != d:
-        raise ValueError(
-            f"{name} has shape {tuple(w.shape)} but {hidden_name} has d={d} features; "
-            f"the head must be (V, {d})"
-        )
-    if w.device != device:
-        raise ValueError(f"{name} is on {w.device} but {hidden_name} on {device}; move both to one device")
-    if b is not None and (not isinstance(b, Tensor) or tuple(b.shape) != (w.shape[0],)):
-        raise ValueError(
-            f"the bias of {name} must have shape ({w.shape[0]},), got "
-            f"{tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__}"
-        )
-
-
 def fused_distill_loss(
     name: str,
     student_hidden: Tensor,
@@ -294,49 +253,16 @@ def _fused_entry(
     ignore_index = check_ignore_index(ignore_index)
     ce_weight, weight = check_weight(ce_weight, "ce_weight"), check_weight(weight, "weight")
 
-    hs = _check_hidden(student_hidden, "student_hidden", None)
+    hs = check_hidden(student_hidden, "student_hidden", None)
     layout = tuple(hs.shape[:-1])
-    _check_head(student_head, student_bias, hs.shape[-1], "student_head", "student_hidden", hs.device)
+    check_head(student_head, student_bias, hs.shape[-1], "student_head", "student_hidden", hs.device)
     sparse = isinstance(teacher_hidden, SparseTeacher)
-    other_name = spec.other_name
-    if sparse:
-        if not spec.sparse_ok:
-            raise ValueError(f"token loss {name!r} needs hidden states and a head for its {other_name} side")
-        if teacher_head is not None or teacher_bias is not None:
-            raise ValueError(
-                "with a SparseTeacher as teacher_hidden, teacher_head and teacher_bias must be None"
-            )
-        vocab = resolve_vocab(student_head.shape[0], student_head.shape[0], vocab_size)
-        if teacher_hidden.device != hs.device:
-            raise ValueError(
-                f"the sparse teacher is on {teacher_hidden.device} but student_hidden on {hs.device}"
-            )
-        flat = check_sparse_teacher(teacher_hidden, layout, vocab)
-        ho = wo = bo = None
-    else:
-        ho = _check_hidden(teacher_hidden, f"{other_name}_hidden (teacher_hidden)", layout)
-        if ho.device != hs.device:
-            raise ValueError(f"teacher_hidden is on {ho.device} but student_hidden on {hs.device}")
-        _check_head(
-            teacher_head,
-            teacher_bias,
-            ho.shape[-1],
-            f"{other_name}_head (teacher_head)",
-            "teacher_hidden",
-            hs.device,
-        )
-        wo, bo = teacher_head, teacher_bias
-        vocab = resolve_vocab(
-            student_head.shape[0], teacher_head.shape[0], vocab_size, teacher_name=other_name
-        )
+    vocab, flat, ho, wo, bo = check_other_side(
+        spec, name, hs, student_head, teacher_hidden, teacher_head, teacher_bias, vocab_size
+    )
     y = check_labels(labels, layout, hs.device, required=True, loss_name=name)
     check_label_range(y, y != ignore_index, vocab, ignore_index)
-    if chunk_size is None:
-        chunk = default_chunk_size(vocab)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (tokens per chunk), got {chunk_size!r}")
-    else:
-        chunk = chunk_size
+    chunk = check_chunk_size(chunk_size, vocab)
 
     hs2 = hs.reshape(-1, hs.shape[-1])
     grad_on = torch.is_grad_enabled()

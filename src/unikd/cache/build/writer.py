@@ -126,46 +126,15 @@ def write_cache(
     folder.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(folder, LOCK, "unikd cache-teacher", fix="Wait for that build to finish.")
     with lock:
-        try:
-            done = read_manifest(folder)
-            partial = read_manifest(folder, PARTIAL)
-        except ValueError:  # unreadable or damaged manifest (IntegrityError included)
-            if not overwrite:
-                raise
-            _clear(folder)
-            done = partial = None
-        sums: dict[str, str | None] = {}  # shard file -> sha256 recorded when it was committed
-        try:
-            if done is not None:
-                _check_reusable(done, target, folder, "a complete cache of another run")
-                epochs = max(epochs, int(done["epochs"]))  # never shrink a cache
-                sums.update(_recorded_sums(done))
-                if all((folder / storage.shard_name(e)).exists() for e in range(epochs)):
-                    return folder  # idempotent: nothing to do (a deleted shard is rebuilt below)
-            if partial is not None:
-                _check_reusable(partial, target, folder, "a partly built cache of another run")
-                sums.update(_recorded_sums(partial))
-        except CacheMismatchError:
-            if not overwrite:
-                raise
-            _clear(folder)
-            sums = {}
+        resumed = _resume(folder, target, epochs, overwrite)
+        if resumed is None:
+            return folder  # idempotent: nothing to do (a deleted shard is rebuilt)
+        epochs, sums = resumed
         for stale in [*folder.glob(".e*.npy.tmp*"), *stale_temp_files(folder, own=True)]:
             # an epoch interrupted mid-way is recomputed from its start; a killed manifest write is dropped
             # (we hold the lock, so no live writer owns these)
             stale.unlink(missing_ok=True)
-
-        todo = []
-        shards: dict[str, dict[str, Any]] = {}  # the manifest entries of the shards in place
-        for epoch in range(epochs):
-            path = folder / storage.shard_name(epoch)
-            if path.exists() and path.name in sums:
-                _check_shard(path, row, shape, num_samples)
-                shards[path.name] = _entry(folder, epoch, path.name, sums[path.name])
-            else:
-                # Never built, or committed by a build killed before it recorded the shard's checksum.
-                path.unlink(missing_ok=True)
-                todo.append(epoch)
+        todo, shards = _plan_epochs(folder, epochs, sums, row, shape, num_samples)
 
         def record(epoch: int, path: Path) -> None:
             shards[path.name] = _entry(folder, epoch, path.name, sha256_file(path))
@@ -192,6 +161,58 @@ def write_cache(
         write_manifest(manifest, folder / MANIFEST)
         (folder / PARTIAL).unlink(missing_ok=True)
     return folder
+
+
+def _resume(
+    folder: Path, target: dict[str, Any], epochs: int, overwrite: bool
+) -> tuple[int, dict[str, str | None]] | None:
+    """What a complete or partial cache already in ``folder`` contributes: the epoch count (never shrunk)
+    and the recorded shard checksums; None when a complete cache of this run already holds every epoch.
+    A damaged or foreign cache fails, or is cleared with ``overwrite``."""
+    try:
+        done = read_manifest(folder)
+        partial = read_manifest(folder, PARTIAL)
+    except ValueError:  # unreadable or damaged manifest (IntegrityError included)
+        if not overwrite:
+            raise
+        _clear(folder)
+        return epochs, {}
+    sums: dict[str, str | None] = {}  # shard file -> sha256 recorded when it was committed
+    try:
+        if done is not None:
+            _check_reusable(done, target, folder, "a complete cache of another run")
+            epochs = max(epochs, int(done["epochs"]))
+            sums.update(_recorded_sums(done))
+            if all((folder / storage.shard_name(e)).exists() for e in range(epochs)):
+                return None
+        if partial is not None:
+            _check_reusable(partial, target, folder, "a partly built cache of another run")
+            sums.update(_recorded_sums(partial))
+    except CacheMismatchError:
+        if not overwrite:
+            raise
+        _clear(folder)
+        return epochs, {}
+    return epochs, sums
+
+
+def _plan_epochs(
+    folder: Path, epochs: int, sums: dict[str, str | None], row: np.dtype, shape: tuple[int, ...],
+    num_samples: int,
+) -> tuple[list[int], dict[str, dict[str, Any]]]:
+    """The epochs still to build, and the manifest entries of the shards already in place."""
+    todo = []
+    shards: dict[str, dict[str, Any]] = {}
+    for epoch in range(epochs):
+        path = folder / storage.shard_name(epoch)
+        if path.exists() and path.name in sums:
+            _check_shard(path, row, shape, num_samples)
+            shards[path.name] = _entry(folder, epoch, path.name, sums[path.name])
+        else:
+            # Never built, or committed by a build killed before it recorded the shard's checksum.
+            path.unlink(missing_ok=True)
+            todo.append(epoch)
+    return todo, shards
 
 
 def _recorded_sums(manifest: dict[str, Any]) -> dict[str, str | None]:
