@@ -227,3 +227,31 @@ def test_lm_distill_cross_config_errors(capsys):
     assert "methods from ['ce', 'span_kl', 'uld']" in capsys.readouterr().err
     assert main(["lm-distill", "--quick", "teacher_vocab_size=512", "methods=[uld]", "on_policy=0.5"]) == 1
     assert "sample in one tokenizer" in capsys.readouterr().err
+
+
+def test_lm_distill_two_saved_models_with_their_own_tokenizers(tmp_path, toks, capsys):
+    from pretrained_support import save_llama, write_jsonl
+
+    teacher = save_llama(tmp_path / "teacher", toks[1], hidden=24, layers=1, seed=1, context=CONTEXT)
+    student = save_llama(tmp_path / "student", toks[0], hidden=16, layers=1, seed=2, context=CONTEXT)
+    data = write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in TEXTS[:120]])
+    out = tmp_path / "out"
+    run = [f"teacher={teacher}", f"student={student}", f"data={data}", "methods=[ce,uld,span_kl]",
+           "seeds=[0]", "steps=3", "batch_size=4", "log_steps=1", "threads=1", f"block_size={CONTEXT}",
+           "val_percent=20"]
+    assert main(["lm-distill", *run, "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    corpus = summary["corpus"]
+    assert corpus["teacher_vocab_size"] == len(toks[1]) and corpus["vocab_size"] == len(toks[0])
+    assert 0 < summary["teacher"]["val_bpb"] < 16
+    assert sorted(summary["runs"]) == ["ce", "span_kl", "uld"]
+    assert len({r["0"]["val_bytes"] for r in summary["runs"].values()}) == 1
+    capsys.readouterr()
+    assert main(["lm-distill", *run, "methods=[ce,kd]", "--out", str(tmp_path / "o2")]) == 1
+    assert "For two tokenizers run methods from ['ce', 'span_kl', 'uld']" in capsys.readouterr().err
+    assert main(["lm-distill", *run, "methods=[uld,kd]", "--out", str(tmp_path / "o2")]) == 1
+    assert "takes methods from ['ce', 'span_kl', 'uld']: ['kd']" in capsys.readouterr().err
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"a{i}", "completion": "b"} for i in range(40)])
+    args2 = [a if not a.startswith("data=") else f"data={prompts}" for a in run]
+    assert main(["lm-distill", *args2, "--out", str(tmp_path / "o3")]) == 1
+    assert "holds prompt/completion records; a cross-tokenizer run cuts plain text" in capsys.readouterr().err

@@ -38,7 +38,7 @@ from .example_common import (
     check_settings,
     world,
 )
-from .example_config import LMExampleConfig, config_to_yaml
+from .example_config import LMExampleConfig, config_to_yaml, is_cross
 from .example_report import write_report
 from .example_samples import sample_metrics
 from .example_trainers import OrderedDistillationTrainer, OrderedTrainer, curve, seeded_blocks, training_args
@@ -216,7 +216,12 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     out = Path(cfg.out_dir)
     rank, size = world()
     pretrained = isinstance(cfg.teacher, str)
-    if pretrained:  # load the tokenizers and read data= first: a wrong name or path pins no settings
+    cross = is_cross(cfg)  # a teacher with its own tokenizer (unikd.lm.example_cross)
+    if pretrained and cross:
+        from .example_cross_pretrained import load_cross_teacher, prepare_pretrained_cross
+
+        data = prepare_pretrained_cross(cfg, out, echo)
+    elif pretrained:  # load the tokenizers and read data= first: a wrong name or path pins no settings
         from .example_pretrained import load_teacher, prepare_pretrained
 
         data = prepare_pretrained(cfg, out, echo)
@@ -224,10 +229,11 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
         out.mkdir(parents=True, exist_ok=True)
         check_settings(cfg, out)
         atomic_write_text(out / ("config.yaml" if not tag else f"config-{tag}.yaml"), config_to_yaml(cfg))
-    cross = cfg.teacher_vocab_size > 0  # a teacher with its own tokenizer (unikd.lm.example_cross)
     if cross:
         from .example_cross import prepare_cross_data, teacher_bpb, train_cross_student
-
+    if cross and pretrained:
+        teacher, teacher_result = load_cross_teacher(cfg, out, data, echo)
+    elif cross:
         data = prepare_cross_data(cfg, out, echo)
         teacher, teacher_result = train_teacher(cfg, out, data["teacher_data"], echo)
         teacher_result = {**teacher_result, **teacher_bpb(cfg, out, teacher, data)}  # val_bpb, val_bytes

@@ -22,8 +22,7 @@ from .generation_settings import GenerationSettings, check_fractions
 from .settings import ALIGNMENTS, parse_device, parse_dtype
 
 METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
-# with teacher_vocab_size (a teacher with its own tokenizer): ce and the cross-tokenizer losses
-CROSS_METHODS = ("ce", *list_cross_tokenizer_losses())
+CROSS_METHODS = ("ce", *list_cross_tokenizer_losses())  # for a teacher with its own tokenizer
 MODEL_KEYS = ("teacher", "student")  # a mapping (a size to build) or a string (a model to load)
 
 
@@ -187,20 +186,25 @@ def load_example_config(
 
 def _check_cross(cfg: LMExampleConfig) -> None:
     if cfg.alignment not in ALIGNMENTS or cfg.teacher_vocab_size < 0:
-        raise ValueError(f"alignment must be one of {ALIGNMENTS} and teacher_vocab_size >= 0, got "
-                         f"{cfg.alignment!r} and {cfg.teacher_vocab_size}")
+        raise ValueError(f"need alignment in {ALIGNMENTS}, teacher_vocab_size >= 0: {cfg.alignment!r}, "
+                         f"{cfg.teacher_vocab_size}")
     cross = [m for m in cfg.methods if m in CROSS_METHODS[1:]]
-    if cross and not cfg.teacher_vocab_size:
+    pair = isinstance(cfg.teacher, str) and isinstance(cfg.student, str)  # two models, two tokenizers
+    if cross and not cfg.teacher_vocab_size and not pair:
         raise ValueError(f"{', '.join(cross)} distil between two tokenizers: set teacher_vocab_size=<the "
-                         "teacher's BPE size> (e.g. 4096), or use a same-tokenizer method")
+                         "teacher's BPE size> (e.g. 4096), or name two models (teacher=, student=)")
     same = [m for m in cfg.methods if m not in CROSS_METHODS]
-    if cfg.teacher_vocab_size and (same or isinstance(cfg.teacher, str) or isinstance(cfg.student, str)):
+    if (cfg.teacher_vocab_size or (cross and pair)) and same:
+        raise ValueError(f"a teacher with another tokenizer takes methods from {list(CROSS_METHODS)}: {same}")
+    if cfg.teacher_vocab_size and (isinstance(cfg.teacher, str) or isinstance(cfg.student, str)):
         raise ValueError(f"teacher_vocab_size={cfg.teacher_vocab_size} trains the teacher with its own "
-                         f"tokenizer: methods from {list(CROSS_METHODS)} (got {same or cfg.methods}), "
-                         "teacher / student sizes to train (a pretrained pair: the Python API)")
-    if cfg.teacher_vocab_size and (cfg.on_policy or cfg.seq_kd or cfg.sample_eval):
-        raise ValueError("on_policy, seq_kd and sample_eval sample in one tokenizer: leave them at 0 with "
-                         "teacher_vocab_size")
+                         "tokenizer: give teacher / student sizes to train (a named model has its tokenizer)")
+    if is_cross(cfg) and (cfg.on_policy or cfg.seq_kd or cfg.sample_eval):
+        raise ValueError("on_policy, seq_kd and sample_eval sample in one tokenizer: leave them at 0 here")
+
+
+def is_cross(cfg: LMExampleConfig) -> bool:  # the run distils between two tokenizers (example_cross)
+    return cfg.teacher_vocab_size > 0 or any(m in CROSS_METHODS[1:] for m in cfg.methods)
 
 
 def check_example_config(cfg: LMExampleConfig) -> None:

@@ -23,7 +23,7 @@ from unikd._atomic import atomic_write_text
 from ._require import require
 from .bpb import evaluate_bpb
 from .corpus import SPECIAL_TOKENS, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
-from .cross_collator import CrossTokenizerCollator
+from .cross_collator import CrossTokenizerCollator, encode_with_offsets
 from .example_common import _save_tensor, _wait_for, _write_json, build_model, world
 from .example_config import LMExampleConfig
 from .example_trainers import OrderedDistillationTrainer, OrderedTrainer, curve, training_args
@@ -35,10 +35,23 @@ transformers = require("transformers")
 EOS = SPECIAL_TOKENS[0]
 
 
+def eos_of(tok: Any) -> tuple[str, int | None]:
+    """The end-of-text token's text and id: a ``tokenizers.Tokenizer``'s ``<|endoftext|>`` or a Hugging Face
+    tokenizer's ``eos_token`` (``("", None)`` without one)."""
+    if hasattr(tok, "token_to_id"):
+        return EOS, tok.token_to_id(EOS)
+    return (tok.eos_token or "", tok.eos_token_id) if tok.eos_token is not None else ("", None)
+
+
+def vocab_of(tok: Any) -> int:
+    return tok.get_vocab_size() if hasattr(tok, "get_vocab_size") else len(tok)
+
+
 def text_chunks(tok: Any, texts: list[str], block_size: int) -> list[str]:
     """The texts joined by the end-of-text token, cut after every ``block_size`` tokens of ``tok``."""
-    joined = EOS.join(texts) + EOS
-    offsets = tok.encode(joined).offsets
+    eos = eos_of(tok)[0] or "\n\n"
+    joined = eos.join(texts) + eos
+    offsets = encode_with_offsets(tok, [joined])[0][1]
     return [
         joined[offsets[k][0] : offsets[k + block_size - 1][1]]
         for k in range(0, len(offsets) - block_size + 1, block_size)
@@ -93,13 +106,13 @@ def prepare_cross_data(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
     }
 
 
-def _bpb(cfg: LMExampleConfig, model, tok, texts: list[str]) -> dict[str, float]:
+def chunk_bpb(cfg: LMExampleConfig, model, tok, texts: list[str]) -> dict[str, float]:
     return evaluate_bpb(
         model,
         tok,
         texts,
         max_length=cfg.block_size,
-        prefix_id=tok.token_to_id(EOS),
+        prefix_id=eos_of(tok)[1],
         chunk_size=cfg.chunk_size,
     )
 
@@ -108,7 +121,7 @@ def teacher_bpb(cfg: LMExampleConfig, out: Path, teacher, data: dict[str, Any]) 
     """The teacher's bits per byte on the students' validation chunks (``teacher/bpb.json``, once)."""
     path = out / "teacher" / "bpb.json"
     if not path.exists() and world()[0] == 0:
-        m = _bpb(cfg, teacher, data["teacher_tokenizer"], data["val_texts"])
+        m = chunk_bpb(cfg, teacher, data["teacher_tokenizer"], data["val_texts"])
         keep = {"val_bpb": m["val_bpb"], "val_bytes": m["val_bytes"], "val_chunk_ppl": m["val_ppl"]}
         _write_json(path, keep)
     elif not path.exists():
@@ -122,7 +135,10 @@ def train_cross_student(
     """One student on the text chunks in the seed's order; its result on rank 0 (None elsewhere)."""
     t0 = time.perf_counter()
     st, tt = data["tokenizer"], data["teacher_tokenizer"]
-    student = build_model(cfg.student, st.get_vocab_size(), cfg.block_size, st.token_to_id(EOS), seed=seed)
+    if "make_student" in data:  # student= names a model (unikd.lm.example_cross_pretrained)
+        student = data["make_student"](seed)
+    else:
+        student = build_model(cfg.student, vocab_of(st), cfg.block_size, eos_of(st)[1], seed=seed)
     rows = [{"text": t} for t in data["train_texts"]]
     epochs = max(1, -(-cfg.steps * cfg.batch_size // len(rows)))
     train_set = Ordered(rows, seed=seed, epochs=epochs)
@@ -155,7 +171,7 @@ def train_cross_student(
     seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return None
-    metrics = _bpb(cfg, student, st, data["val_texts"])
+    metrics = chunk_bpb(cfg, student, st, data["val_texts"])
     if cfg.save_students:
         student.save_pretrained(run_dir / "model")
     return {
@@ -168,4 +184,4 @@ def train_cross_student(
     }
 
 
-__all__ = ["prepare_cross_data", "teacher_bpb", "text_chunks", "train_cross_student"]
+__all__ = ["eos_of", "prepare_cross_data", "teacher_bpb", "text_chunks", "train_cross_student", "vocab_of"]

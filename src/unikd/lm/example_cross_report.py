@@ -37,12 +37,11 @@ def _difference(runs: dict[str, dict[int, dict[str, Any]]], method: str, key: st
 
 
 def cross_table(
-    cfg: LMExampleConfig, runs: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any]
+    cfg: LMExampleConfig, runs: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any], corpus: dict
 ) -> str:
     lines = [
-        f"Teacher (BPE {cfg.teacher_vocab_size}): validation bits per byte {teacher['val_bpb']:.4f}, "
-        f"perplexity {teacher['val_ppl']:.3f} in its own tokens (its validation blocks). Students: BPE "
-        f"{cfg.vocab_size}.",
+        f"Teacher ({corpus['teacher_vocab_size']} tokens): bits per byte {teacher['val_bpb']:.4f}, "
+        f"perplexity {teacher['val_ppl']:.3f} in its own tokens. Students: {corpus['vocab_size']} tokens.",
         "",
         "| method | seeds | bits per byte | perplexity (student tokens) | train s |",
         "|---|---|---|---|---|",
@@ -81,7 +80,7 @@ def write_cross_report(
     echo=print,
 ) -> dict[str, Any]:
     runs = collect(cfg, out, tag)
-    text = cross_table(cfg, runs, teacher)
+    text = cross_table(cfg, runs, teacher, corpus)
     env = (
         f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
         f"corpus {corpus['files']['train']}+{corpus['files']['val']} files of {corpus['root']}"

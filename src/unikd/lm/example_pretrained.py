@@ -22,7 +22,7 @@ from unikd.token import check_same_tokenizer
 from .corpus import SKIP_PARTS, stdlib_root
 from .evaluate import evaluate_lm
 from .example_common import _wait_for, _write_json, build_model, world
-from .example_config import LMExampleConfig
+from .example_config import CROSS_METHODS, LMExampleConfig
 from .pretrained import load_causal_lm, load_tokenizer
 from .text_data import Ordered, PadCollator, read_records, record_format, split_records, tokenize
 
@@ -66,7 +66,10 @@ def prepare_pretrained(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
     tok = load_tokenizer(cfg.teacher, "teacher")
     student_tok = load_tokenizer(cfg.student, "student") if isinstance(cfg.student, str) else None
     if student_tok is not None:  # the trainer checks again; failing here costs no model load
-        check_same_tokenizer(student_tok, tok)
+        try:
+            check_same_tokenizer(student_tok, tok)
+        except ValueError as exc:
+            raise ValueError(f"{exc}. For two tokenizers run methods from {list(CROSS_METHODS)}") from None
     train, val, spec = _records(cfg)
     train_ex = tokenize(train, tok, cfg.block_size, "data")
     val_ex = tokenize(val, tok, cfg.block_size, "eval data")[: cfg.val_blocks]
