@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "model (same tokenizer, checked id by id) or a size to build from scratch. "
             "With teacher_vocab_size=N the teacher gets its own byte-level BPE of N tokens and the students "
             f"train with CE only or a cross-tokenizer loss ({', '.join(CROSS_METHODS[1:])}; "
-            "alignment=span|truncation) on text "
-            "chunks read by both tokenizers, scored in bits per byte (comparable across tokenizers). "
+            "alignment=span|truncation) on text chunks read by both tokenizers, scored in bits per byte "
+            "(comparable across tokenizers); the same methods with teacher=<model> student=<model> distil a "
+            "pretrained pair whose tokenizers differ (text data). "
             "Offline, set HF_HUB_OFFLINE=1 and fill the Hugging Face cache, or pass folders."
         ),
         epilog=(
