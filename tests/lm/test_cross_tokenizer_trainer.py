@@ -138,6 +138,11 @@ def test_cross_path_errors_name_the_fix(tmp_path, toks):
         DistillationTrainer(
             student, teacher, args(tmp_path), distill=DistillSettings("uld"), train_dataset=ROWS
         )
+    with pytest.raises(ValueError, match="needs the teacher model"):
+        DistillationTrainer(
+            student, None, args(tmp_path), distill=DistillSettings("uld"), train_dataset=ROWS,
+            sparse_teacher=str(tmp_path), student_tokenizer=toks[0], teacher_tokenizer=toks[1],
+        )
     with pytest.raises(ValueError, match="on_policy=0 and seq_kd=0"):
         _trainer(tmp_path, toks, "uld", on_policy=0.5)
     with pytest.raises(ValueError, match="leave vocab_size unset"):

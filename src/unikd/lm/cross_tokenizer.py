@@ -68,9 +68,18 @@ def _check_collator(collator: Any, context: int | None) -> None:
 
 
 def setup_cross_tokenizer(
-    trainer: Any, teacher: nn.Module, distill: DistillSettings, student_tokenizer: Any, teacher_tokenizer: Any
+    trainer: Any,
+    teacher: nn.Module | None,
+    distill: DistillSettings,
+    student_tokenizer: Any,
+    teacher_tokenizer: Any,
 ) -> None:
     """Set the trainer up for ``distill.loss`` between models of different tokenizers."""
+    if teacher is None:
+        raise ValueError(
+            f"the cross-tokenizer loss {distill.loss!r} needs the teacher model (its logits over its own "
+            "vocabulary); a cache of teacher rows is for teachers with the student's tokenizer"
+        )
     _check_settings(distill, student_tokenizer, teacher_tokenizer)
     model = trainer.model
     if teacher is model:

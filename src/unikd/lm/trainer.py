@@ -78,11 +78,6 @@ class DistillationMixin(ShardedStudentMixin, TermLogging):
         if (teacher is None) == (sparse_teacher is None):
             raise ValueError("pass a teacher model or sparse_teacher=<cache folder> (exactly one of them)")
         if distill.cross_tokenizer:
-            if teacher is None:
-                raise ValueError(
-                    f"the cross-tokenizer loss {distill.loss!r} needs the teacher model (its logits over its "
-                    "own vocabulary); a cache of teacher rows is for teachers with the student's tokenizer"
-                )
             setup_cross_tokenizer(self, teacher, distill, student_tokenizer, teacher_tokenizer)
             self._reset_terms()
             return
