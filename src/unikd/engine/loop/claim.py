@@ -26,6 +26,7 @@ from unikd._atomic import stale_temp_files, with_path
 from unikd._lock import FolderLock
 from unikd.engine.config import Config
 from unikd.engine.run.distributed import DistInfo
+from unikd.engine.run.environment import ENVIRONMENT_FILE
 from unikd.engine.run.identity import RUN_FILE
 from unikd.engine.run.write_errors import inside, run_write_error
 
@@ -33,9 +34,9 @@ log = logging.getLogger("unikd")
 
 LOCK_NAME = ".train.lock"
 CHECKPOINTS = ("last.pt", "last.prev.pt", "best.pt", "student.safetensors")
-RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", RUN_FILE, *CHECKPOINTS)
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", RUN_FILE, ENVIRONMENT_FILE, *CHECKPOINTS)
 # What a run stopped before its first epoch leaves: no run to continue or to protect.
-_SETUP_FILES = frozenset({"config.yaml", RUN_FILE})
+_SETUP_FILES = frozenset({"config.yaml", RUN_FILE, ENVIRONMENT_FILE})
 RUN_FOLDERS = ("tb",)
 
 
@@ -72,8 +73,8 @@ def resolve_out_dir(cfg: Config, info: DistInfo) -> Config:
 
 
 def run_files(folder: Path) -> list[str]:
-    """The files of a run present in ``folder`` (an empty ``metrics.jsonl``, a lone ``config.yaml`` and
-    ``run.json``, what a run stopped before its first epoch leaves, do not count)."""
+    """The files of a run present in ``folder`` (an empty ``metrics.jsonl``, a lone ``config.yaml``,
+    ``run.json`` and ``environment.json``, what a run stopped before its first epoch leaves, do not count)."""
     found = [n for n in RUN_FILES if (folder / n).is_file()]
     if "metrics.jsonl" in found and (folder / "metrics.jsonl").stat().st_size == 0:
         found.remove("metrics.jsonl")

@@ -17,6 +17,7 @@ from typing import Any
 
 from unikd._atomic import atomic_write_text, with_path
 from unikd.engine.config import Config, save_config
+from unikd.engine.run.environment import record_environment
 from unikd.engine.run.identity import write_run_file
 from unikd.engine.run.trackers import Trackers
 
@@ -78,10 +79,12 @@ class RunDir:
     def write_config(
         self, cfg: Config, run_id: str | None = None, resumed_from: dict[str, Any] | None = None
     ) -> None:
-        """``config.yaml`` and, with ``run_id``, ``run.json`` (the run's identity)."""
+        """``config.yaml``, this start's ``environment.json`` entry and, with ``run_id``, ``run.json`` (the
+        run's identity)."""
         if self.enabled:
             if run_id is not None:
                 write_run_file(self.path, run_id, resumed_from)
+            record_environment(self.path)
             save_config(cfg, self.path / "config.yaml")
             self._trackers.log_config(cfg.to_dict())
 
