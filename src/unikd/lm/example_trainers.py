@@ -67,5 +67,5 @@ def seeded_blocks(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: 
 
 
 def curve(trainer) -> list[dict[str, float]]:
-    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t")
+    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "jsd", "taid_t")
     return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history if "loss" in row]
