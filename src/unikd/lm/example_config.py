@@ -17,6 +17,7 @@ import yaml
 
 from unikd._yaml import read_yaml_file
 
+from .example_cache_settings import SparseTeacherSettings, check_sparse_teacher_settings
 from .generation_settings import GenerationSettings, check_fractions
 from .settings import parse_device, parse_dtype
 
@@ -75,6 +76,8 @@ class LMExampleConfig:
         default_factory=lambda: GenerationSettings(max_new_tokens=48, prompt_length=16)
     )
     sample_eval: int = 0  # validation prompts whose student samples the teacher scores (val_sample_nll)
+    # folder: the distilled students train from a sparse cache of the teacher (written there if missing)
+    sparse_teacher: SparseTeacherSettings = field(default_factory=SparseTeacherSettings)
     fused: bool = True
     chunk_size: int = 1024
     log_steps: int = 10
@@ -224,6 +227,13 @@ def check_example_config(cfg: LMExampleConfig) -> None:
                 f"({size.heads}), with layers >= 1"
             )
     check_fractions(cfg.on_policy, cfg.seq_kd)
+    check_sparse_teacher_settings(cfg.sparse_teacher, on_policy=cfg.on_policy, seq_kd=cfg.seq_kd)
+    if cfg.sparse_teacher.enabled and isinstance(cfg.teacher, str):
+        raise ValueError(
+            "sparse_teacher.folder caches the built-in example's teacher on its blocks; with teacher=<model> "
+            "train from a cache in Python: DistillationTrainer(student, None, args, sparse_teacher=FOLDER) "
+            "(docs/lm.md, 'Training from a cached teacher')"
+        )
     if cfg.sample_eval < 0:
         raise ValueError(f"sample_eval must be >= 0 (0: off), got {cfg.sample_eval}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:

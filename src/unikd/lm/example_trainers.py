@@ -61,9 +61,11 @@ def training_args(cfg: LMExampleConfig, run_dir: Path, *, steps: int, lr: float,
     )
 
 
-def seeded_blocks(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int) -> Blocks:
+def seeded_blocks(
+    cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int, index_key: str | None = None
+) -> Blocks:
     epochs = max(1, math.ceil(steps * cfg.batch_size / blocks.shape[0]))
-    return Blocks(blocks, seed=seed, epochs=epochs)
+    return Blocks(blocks, seed=seed, epochs=epochs, index_key=index_key)
 
 
 def curve(trainer) -> list[dict[str, float]]:
