@@ -212,6 +212,9 @@ def test_bad_caches_are_refused_before_training(tmp_path):
         lm.DistillationTrainer(
             llama(seed=2), teacher, args(tmp_path), train_dataset=data, sparse_teacher=cache
         )
+    for fractions in ({"on_policy": 1.0}, {"seq_kd": 0.25}):  # sampled tokens have no cached rows
+        with pytest.raises(ValueError, match="no rows for"):
+            _make(tmp_path, data, cache, **fractions)
     (cache / "input_ids.json").unlink()
     with pytest.raises(ValueError, match="write_cache_token_ids"):
         _make(tmp_path, data, cache)

@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from unikd.cli import main  # noqa: E402
-from unikd.lm.example_config import METHODS, load_example_config  # noqa: E402
+from unikd.lm.example_config import DEFAULT_METHODS, load_example_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -35,7 +35,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_has_every_method(quick_run):
     summary = json.loads((quick_run / "results.json").read_text())
-    assert sorted(summary["runs"]) == sorted(METHODS)
+    assert sorted(summary["runs"]) == sorted(DEFAULT_METHODS)
     for method, seeds in summary["runs"].items():
         result = seeds["0"]
         assert 1.0 < result["val_ppl"] < 10_000

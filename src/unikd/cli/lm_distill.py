@@ -7,7 +7,8 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from unikd.lm.example_config import CROSS_METHODS, describe_defaults
+    from unikd.lm.example_config import CROSS_METHODS
+    from unikd.lm.example_config_help import describe_defaults
 
     p = subparsers.add_parser(
         "lm-distill",
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  unikd lm-distill                              # the full example (the settings below)\n"
             "  unikd lm-distill my.yaml steps=600 seeds=[0,1,2,3,4] methods=[ce,kd,taid]\n"
             "  torchrun --nproc_per_node 2 -m unikd lm-distill --quick --out runs/lm/quick-ddp\n"
+            "  unikd lm-distill methods=[kd] sparse_teacher.folder=cache sparse_teacher.k=8 \\\n"
+            "      sparse_teacher.mode=sample               # students from a sampled cache of the teacher\n"
             "  unikd lm-distill teacher=Qwen/Qwen2.5-1.5B student=Qwen/Qwen2.5-0.5B data=chat.jsonl \\\n"
             "      methods=[kd] seeds=[0] block_size=1024 batch_size=8 teacher_dtype=bfloat16 \\\n"
             "      teacher_device=cpu save_students=true\n"

@@ -154,6 +154,11 @@ def setup_cached_teacher(
     student_tokenizer: Any,
 ) -> None:
     """The part of ``setup_distillation`` for a cached teacher: checks, the data's cache indices, the loss."""
+    if distill.generates:  # a cache holds rows for the data's tokens only, never for sampled ones
+        raise ValueError(
+            "on_policy / seq_kd sample completions that a sparse-teacher cache has no rows for: train on "
+            "sampled completions with a live teacher, or set on_policy=0 and seq_kd=0 with sparse_teacher="
+        )
     model = trainer.model
     hp = distill.hyperparameters
     trainer._cached = CachedTeacher(sparse_teacher, loss=distill.loss, hyperparameters=hp)

@@ -121,23 +121,28 @@ class Blocks(torch.utils.data.Dataset):
 
     The order is part of the dataset (``order``), and the trainer reads it sequentially, so one process and
     several processes (which take alternate batches of the same sequence) see the same global batches.
+    ``index_key`` adds each example's block index under that key (its row in a sparse-teacher cache).
     """
 
-    def __init__(self, blocks: Tensor, *, seed: int | None = None, epochs: int = 1) -> None:
+    def __init__(
+        self, blocks: Tensor, *, seed: int | None = None, epochs: int = 1, index_key: str | None = None
+    ) -> None:
         n = blocks.shape[0]
         if seed is None:
             order = torch.arange(n).repeat(epochs)
         else:
             g = torch.Generator().manual_seed(seed)
             order = torch.cat([torch.randperm(n, generator=g) for _ in range(epochs)])
-        self.blocks, self.order = blocks, order
+        self.blocks, self.order, self.index_key = blocks, order, index_key
 
     def __len__(self) -> int:
         return self.order.numel()
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         x = self.blocks[self.order[i]]
-        return {"input_ids": x, "labels": x}
+        if self.index_key is None:
+            return {"input_ids": x, "labels": x}
+        return {"input_ids": x, "labels": x, self.index_key: int(self.order[i])}  # its row in a cache
 
 
 def batches(blocks: Tensor, batch_size: int) -> Iterator[Tensor]:

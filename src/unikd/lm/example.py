@@ -30,6 +30,7 @@ from unikd._atomic import atomic_write_text
 from ._require import require
 from .corpus import batches, encode_blocks, load_tokenizer, read_split, stdlib_root, train_tokenizer
 from .evaluate import evaluate_lm
+from .example_cache import INDEX, cache_record, prepare_sparse_teacher
 from .example_common import (
     _save_tensor,
     _wait_for,
@@ -142,6 +143,7 @@ def train_student(
     """Train one student; return its result on rank 0 (None on other ranks)."""
     t0 = time.perf_counter()
     pretrained = "train_examples" in data  # teacher= named a model (unikd.lm.example_pretrained)
+    cached = data.get("sparse_teacher") is not None and method != "ce"  # CE reads no teacher
     if pretrained:
         from .example_pretrained import make_student
         from .example_pretrained import train_set as pretrained_set
@@ -151,7 +153,7 @@ def train_student(
     else:
         eos = data["tokenizer"].token_to_id("<|endoftext|>")
         student = build_model(cfg.student, data["tokenizer"].get_vocab_size(), cfg.block_size, eos, seed=seed)
-        train_set = seeded_blocks(cfg, data["train"], cfg.steps, seed)
+        train_set = seeded_blocks(cfg, data["train"], cfg.steps, seed, index_key=INDEX if cached else None)
     args = training_args(cfg, run_dir, steps=cfg.steps, lr=cfg.lr, seed=seed)
     extra = {"data_collator": data["collator"]} if pretrained else {}
     if method == "ce":
@@ -172,8 +174,11 @@ def train_student(
         )
         if data.get("student_tokenizer") is not None:  # two named models: their tokenizers must agree
             extra.update(student_tokenizer=data["student_tokenizer"], teacher_tokenizer=data["tokenizer"])
+        if cached:  # no teacher forward: the cached rows of each block
+            extra.update(sparse_teacher=data["sparse_teacher"], teacher_index=INDEX)
         trainer = OrderedDistillationTrainer(
-            student, teacher, args, distill=settings, train_dataset=train_set, **extra
+            student, None if "sparse_teacher" in extra else teacher, args, distill=settings,
+            train_dataset=train_set, **extra
         )
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     trainer.train()
@@ -195,6 +200,7 @@ def train_student(
         "train_seconds": round(seconds, 1),
         "processes": world()[1],
         "curve": curve(trainer),
+        **({"sparse_teacher": cache_record(cfg, data["sparse_teacher"])} if cached else {}),
     }
 
 
@@ -242,6 +248,7 @@ def _run_stages(cfg: LMExampleConfig, tag: str, echo) -> dict[str, Any] | None:
     else:
         data = prepare_data(cfg, out, echo)
         teacher, teacher_result = train_teacher(cfg, out, data, echo)
+        data["sparse_teacher"] = prepare_sparse_teacher(cfg, out, data, teacher, echo)
     suffix = f"-{tag}" if tag else ""
     todo = [
         (m, s)

@@ -18,10 +18,12 @@ import yaml
 from unikd._yaml import read_yaml_file
 from unikd.token import list_cross_tokenizer_losses
 
+from .example_cache_settings import SparseTeacherSettings, check_sparse_teacher_settings
 from .generation_settings import GenerationSettings, check_fractions
 from .settings import ALIGNMENTS, parse_device, parse_dtype
 
-METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd")
+METHODS = ("ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "jsd")
+DEFAULT_METHODS = METHODS[:6]  # the documented example; jsd runs when named
 CROSS_METHODS = ("ce", *list_cross_tokenizer_losses())  # for a teacher with its own tokenizer
 MODEL_KEYS = ("teacher", "student")  # a mapping (a size to build) or a string (a model to load)
 
@@ -63,7 +65,7 @@ class LMExampleConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.01
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     ce_weight: float = 1.0  # every distilled student minimises ce_weight * CE + weight * loss
     weight: float = 1.0
     hyperparameters: dict[str, dict[str, Any]] = field(
@@ -78,6 +80,8 @@ class LMExampleConfig:
         default_factory=lambda: GenerationSettings(max_new_tokens=48, prompt_length=16)
     )
     sample_eval: int = 0  # validation prompts whose student samples the teacher scores (val_sample_nll)
+    # folder: the distilled students train from a sparse cache of the teacher (written there if missing)
+    sparse_teacher: SparseTeacherSettings = field(default_factory=SparseTeacherSettings)
     fused: bool = True
     chunk_size: int = 1024
     log_steps: int = 10
@@ -254,33 +258,17 @@ def check_example_config(cfg: LMExampleConfig) -> None:
                 f"({size.heads}), with layers >= 1"
             )
     check_fractions(cfg.on_policy, cfg.seq_kd)
+    check_sparse_teacher_settings(cfg.sparse_teacher, on_policy=cfg.on_policy, seq_kd=cfg.seq_kd)
+    if cfg.sparse_teacher.enabled and isinstance(cfg.teacher, str):
+        raise ValueError(
+            "sparse_teacher.folder caches the built-in example's teacher on its blocks; with teacher=<model> "
+            "train from a cache in Python: DistillationTrainer(student, None, args, sparse_teacher=FOLDER) "
+            "(docs/lm.md, 'Training from a cached teacher')"
+        )
     if cfg.sample_eval < 0:
         raise ValueError(f"sample_eval must be >= 0 (0: off), got {cfg.sample_eval}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise ValueError(f"seeds must be distinct and non-empty, got {cfg.seeds}")
-
-
-def describe_defaults(width: int = 110) -> str:
-    """``key=default`` for every setting (nested keys dotted), wrapped to ``width`` columns."""
-    flat: list[str] = []
-
-    def walk(obj: Any, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            else:
-                shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
-                flat.append(f"{prefix}{f.name}={shown!s}" if shown != "" else f"{prefix}{f.name}=''")
-
-    walk(LMExampleConfig(), "")
-    lines, line = [], " "
-    for item in flat:
-        if len(line) + len(item) + 1 > width:
-            lines.append(line)
-            line = " "
-        line += " " + item
-    return "\n".join([*lines, line])
 
 
 def config_to_yaml(cfg: LMExampleConfig) -> str:
@@ -289,11 +277,11 @@ def config_to_yaml(cfg: LMExampleConfig) -> str:
 
 __all__ = [
     "CROSS_METHODS",
+    "DEFAULT_METHODS",
     "METHODS",
     "QUICK",
     "LMExampleConfig",
     "ModelSize",
     "config_to_yaml",
-    "describe_defaults",
     "load_example_config",
 ]

@@ -11,7 +11,7 @@ import torch
 from ._require import require
 from .corpus import Blocks
 from .example_common import world
-from .example_config import CROSS_METHODS, LMExampleConfig
+from .example_config import CROSS_METHODS, METHODS, LMExampleConfig
 from .trainer import DistillationTrainer
 
 transformers = require("transformers")
@@ -61,11 +61,13 @@ def training_args(cfg: LMExampleConfig, run_dir: Path, *, steps: int, lr: float,
     )
 
 
-def seeded_blocks(cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int) -> Blocks:
+def seeded_blocks(
+    cfg: LMExampleConfig, blocks: torch.Tensor, steps: int, seed: int, index_key: str | None = None
+) -> Blocks:
     epochs = max(1, math.ceil(steps * cfg.batch_size / blocks.shape[0]))
-    return Blocks(blocks, seed=seed, epochs=epochs)
+    return Blocks(blocks, seed=seed, epochs=epochs, index_key=index_key)
 
 
 def curve(trainer) -> list[dict[str, float]]:
-    keep = ("step", "loss", "ce", "kd", "reverse_kl", "taid", "nkd", "dkd", "taid_t", *CROSS_METHODS[1:])
+    keep = ("step", "loss", *METHODS, "taid_t", *CROSS_METHODS[1:])  # METHODS holds "ce" and every term
     return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history if "loss" in row]

@@ -189,7 +189,8 @@ class SparseTeacherWriter:
         idx = self._index(index)
         if self.array is None:
             return torch.zeros(len(idx), dtype=torch.bool)
-        return torch.from_numpy(np.isnan(self.array["residual"][idx, 0]))
+        # every position, not only the first: a build killed inside a write leaves a row half written
+        return torch.from_numpy(np.isnan(self.array["residual"][idx]).any(axis=1))
 
     def _index(self, index: Tensor) -> np.ndarray:
         idx = torch.as_tensor(index).detach().cpu().numpy().astype(np.int64).reshape(-1)
@@ -256,7 +257,7 @@ class SparseTeacherWriter:
         """Commit the array and write ``manifest.json`` (every sequence must have been written)."""
         if self.array is None:
             return self.folder
-        missing = np.flatnonzero(np.isnan(self.array["residual"][:, 0]))
+        missing = np.flatnonzero(np.isnan(self.array["residual"]).any(axis=1))
         if missing.size:
             raise ValueError(
                 f"{missing.size} of {self.num_sequences} sequences were never written (e.g. indices "

@@ -17,7 +17,7 @@ from .sparse import SparseTeacher
 
 KIND = "token_topk"
 PARTIAL = "manifest.partial.json"
-# How these caches are built: no command line builds them ('unikd cache-teacher' builds image caches).
+# How these caches are built in general (unikd lm-distill sparse_teacher.* builds the LM example's).
 REBUILD = (
     "rebuild it with unikd.token.SparseTeacherWriter(folder, ..., overwrite=True) over the teacher's "
     "outputs (docs/token.md)"
