@@ -54,6 +54,15 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def record_corpus(out: Path, summary: dict[str, Any], message: str, echo) -> None:
+    """Write ``out/data/corpus.json`` once, from the first process, and say what the data is."""
+    done = out / "data" / "corpus.json"
+    if world()[0] == 0 and not done.exists():
+        done.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(done, summary)
+        echo(message)
+
+
 def _wait_for(path: Path, what: str, timeout: float = 4 * 3600) -> None:
     start = time.monotonic()
     while not path.exists():

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .example_common import _wait_for, _write_json, world
+from .example_common import _wait_for, _write_json, record_corpus, world
 from .example_config import LMExampleConfig
 from .example_cross import chunk_bpb, text_chunks
 from .example_pretrained import _records
@@ -58,14 +58,13 @@ def prepare_pretrained_cross(cfg: LMExampleConfig, out: Path, echo) -> dict[str,
         "block_size": cfg.block_size,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    done = out / "data" / "corpus.json"
-    if world()[0] == 0 and not done.exists():
-        done.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(done, summary)
-        echo(
-            f"[lm] data: text from {spec}, {len(train_texts)} / {len(val_texts)} chunks of {cfg.block_size} "
-            f"student tokens; tokenizers: student {len(student_tok)}, teacher {len(teacher_tok)} tokens"
-        )
+    record_corpus(
+        out,
+        summary,
+        f"[lm] data: text from {spec}, {len(train_texts)} / {len(val_texts)} chunks of {cfg.block_size} "
+        f"student tokens; tokenizers: student {len(student_tok)}, teacher {len(teacher_tok)} tokens",
+        echo,
+    )
 
     def make_student(seed: int):
         torch.manual_seed(seed)

@@ -3,19 +3,14 @@ in their own tokens) per method, and paired differences against CE-only training
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from unikd._atomic import atomic_write_text
 from unikd.stats import paired_difference
 
 from .example_config import LMExampleConfig
-from .example_report import collect
+from .example_report import collect, write_results
 
 METRICS = (("val_bpb", "bits per byte"), ("val_ppl", "perplexity (student tokens)"))
 
@@ -81,20 +76,8 @@ def write_cross_report(
 ) -> dict[str, Any]:
     runs = collect(cfg, out, tag)
     text = cross_table(cfg, runs, teacher, corpus)
-    env = (
-        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-        f"corpus {corpus['files']['train']}+{corpus['files']['val']} files of {corpus['root']}"
-    )
+    summary = write_results(out, tag, "unikd lm-distill (two tokenizers)", text, teacher, corpus, runs)
     suffix = f"-{tag}" if tag else ""
-    atomic_write_text(
-        out / f"results{suffix}.md", f"# unikd lm-distill (two tokenizers)\n\n{text}\n\n{env}\n"
-    )
-    summary = {
-        "teacher": teacher,
-        "corpus": corpus,
-        "runs": {m: {str(s): r for s, r in v.items()} for m, v in runs.items()},
-    }
-    atomic_write_text(out / f"results{suffix}.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     echo(text)
     echo(f"[lm] wrote {out / f'results{suffix}.md'}")
     return summary

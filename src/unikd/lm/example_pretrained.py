@@ -21,7 +21,7 @@ from unikd.token import check_same_tokenizer
 
 from .corpus import SKIP_PARTS, stdlib_root
 from .evaluate import evaluate_lm
-from .example_common import _wait_for, _write_json, build_model, world
+from .example_common import _wait_for, _write_json, build_model, record_corpus, world
 from .example_config import CROSS_METHODS, LMExampleConfig
 from .pretrained import load_causal_lm, load_tokenizer
 from .text_data import Ordered, PadCollator, read_records, record_format, split_records, tokenize
@@ -84,14 +84,13 @@ def prepare_pretrained(cfg: LMExampleConfig, out: Path, echo) -> dict[str, Any]:
         "block_size": cfg.block_size,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    done = out / "data" / "corpus.json"
-    if world()[0] == 0 and not done.exists():
-        done.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(done, summary)
-        echo(
-            f"[lm] data: {summary['format']} records from {spec}, {len(train)} train / {len(val)} held out, "
-            f"{len(train_ex)} / {len(val_ex)} sequences of <= {cfg.block_size} tokens"
-        )
+    record_corpus(
+        out,
+        summary,
+        f"[lm] data: {summary['format']} records from {spec}, {len(train)} train / {len(val)} held out, "
+        f"{len(train_ex)} / {len(val_ex)} sequences of <= {cfg.block_size} tokens",
+        echo,
+    )
     return {
         "summary": summary,
         "train_examples": train_ex,

@@ -135,18 +135,8 @@ def write_report(
 ) -> dict[str, Any]:
     runs = collect(cfg, out, tag)
     text = table(cfg, runs, teacher)
-    env = (
-        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-        f"corpus {corpus['files']['train']}+{corpus['files']['val']} files of {corpus['root']}"
-    )
+    summary = write_results(out, tag, "unikd lm-distill", text, teacher, corpus, runs)
     suffix = f"-{tag}" if tag else ""
-    atomic_write_text(out / f"results{suffix}.md", f"# unikd lm-distill\n\n{text}\n\n{env}\n")
-    summary = {
-        "teacher": teacher,
-        "corpus": corpus,
-        "runs": {m: {str(s): r for s, r in v.items()} for m, v in runs.items()},
-    }
-    atomic_write_text(out / f"results{suffix}.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     figure = plot(cfg, runs, out / f"lm{suffix}.png")
     echo(text)
     echo(
@@ -156,4 +146,30 @@ def write_report(
     return summary
 
 
-__all__ = ["collect", "plot", "table", "write_report"]
+def write_results(
+    out: Path,
+    tag: str,
+    title: str,
+    text: str,
+    teacher: dict[str, Any],
+    corpus: dict[str, Any],
+    runs: dict[str, dict[int, dict[str, Any]]],
+) -> dict[str, Any]:
+    """``results[-tag].md`` (the table and the software it ran on) and ``results[-tag].json`` (every run);
+    returns the JSON's content."""
+    env = (
+        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
+        f"corpus {corpus['files']['train']}+{corpus['files']['val']} files of {corpus['root']}"
+    )
+    suffix = f"-{tag}" if tag else ""
+    atomic_write_text(out / f"results{suffix}.md", f"# {title}\n\n{text}\n\n{env}\n")
+    summary = {
+        "teacher": teacher,
+        "corpus": corpus,
+        "runs": {m: {str(s): r for s, r in v.items()} for m, v in runs.items()},
+    }
+    atomic_write_text(out / f"results{suffix}.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+__all__ = ["collect", "plot", "table", "write_report", "write_results"]
