@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 from pathlib import Path
 
 from unikd.lm.example import run_example
 from unikd.lm.example_config import load_example_config
-from unikd.stats import paired_difference
+from unikd.lm.example_report import paired_rows
 
 KEYS = (("val_ppl", "validation perplexity"), ("val_kl", "KL(teacher ‖ student), nats/token"))
 
@@ -60,21 +59,6 @@ def run_arm(root: Path, arm: str, seeds: list[int], share: Path, extra: list[str
     return {s: json.loads((out / "runs" / "kd" / f"seed{s}" / "result.json").read_text()) for s in seeds}
 
 
-def rows(a: str, b: str, runs: dict[str, dict[int, dict]]) -> list[str]:
-    out = []
-    for key, label in KEYS:
-        d = paired_difference(
-            {s: r[key] for s, r in runs[a].items()}, {s: r[key] for s, r in runs[b].items()}
-        )
-        means = {n: statistics.fmean(r[key] for r in runs[n].values()) for n in (a, b)}
-        ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.n > 1 else ""
-        out.append(
-            f"| {a} − {b} | {label} | {means[b]:.3f} | {means[a]:.3f} | {d.mean:+.3f} {ci} | "
-            f"{sum(x < 0 for x in d.diffs)}/{d.n} |"
-        )
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/lm/cache-ppl")
@@ -91,11 +75,11 @@ def main() -> None:
     lines = ["| A − B | quantity | B | A | A − B [95% CI] | seeds A < B |", "|---|---|---|---|---|---|"]
     for arm in a.arms:
         if arm != "dense" and "dense" in runs:
-            lines += rows(arm, "dense", runs)
+            lines += paired_rows(arm, "dense", runs, KEYS)
     for arm in a.arms:
         topk = "topk" + arm[len("sample") :]
         if arm.startswith("sample") and topk in runs:
-            lines += rows(arm, topk, runs)
+            lines += paired_rows(arm, topk, runs, KEYS)
     caches = {arm: r[a.seeds[0]].get("sparse_teacher") for arm, r in runs.items()}
     lines += ["", *(f"{arm}: {c['bytes_per_token']} bytes/token" for arm, c in caches.items() if c)]
     text = "\n".join(lines)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from unikd.lm.example import run_example
 from unikd.lm.example_config import load_example_config
-from unikd.stats import paired_difference
+from unikd.lm.example_report import paired_rows
 
 KEYS = (
     ("val_ppl", "validation perplexity"),
@@ -67,21 +67,6 @@ def results(root: Path, arm: str, seeds: list[int]) -> dict[int, dict]:
     method, folder = ARMS[arm]
     base = root / folder / "runs" / method
     return {s: json.loads((base / f"seed{s}" / "result.json").read_text()) for s in seeds}
-
-
-def comparison_rows(a: str, b: str, runs: dict[str, dict[int, dict]]) -> list[str]:
-    rows = []
-    for key, label in KEYS:
-        d = paired_difference(
-            {s: r[key] for s, r in runs[a].items()}, {s: r[key] for s, r in runs[b].items()}
-        )
-        mean = {name: statistics.fmean(r[key] for r in runs[name].values()) for name in (a, b)}
-        ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.n > 1 else ""
-        rows.append(
-            f"| {a} − {b} | {label} | {mean[b]:.3f} | {mean[a]:.3f} | {d.mean:+.3f} {ci} | "
-            f"{sum(x < 0 for x in d.diffs)}/{d.n} |"
-        )
-    return rows
 
 
 def sampling_line(arm: str, runs: dict[int, dict]) -> str:
@@ -127,7 +112,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for x, y in pairs:
-        lines += comparison_rows(x, y, runs)
+        lines += paired_rows(x, y, runs, KEYS)
     lines += ["", *(sampling_line(arm, runs[arm]) for arm in a.arms)]
     text = "\n".join(lines)
     (root / "summary.md").write_text(text + "\n")

@@ -172,4 +172,23 @@ def write_results(
     return summary
 
 
-__all__ = ["collect", "plot", "table", "write_report", "write_results"]
+def paired_rows(
+    a: str, b: str, runs: dict[str, dict[int, dict[str, Any]]], keys: tuple[tuple[str, str], ...]
+) -> list[str]:
+    """Markdown rows ``| a − b | label | mean b | mean a | a − b [95 % CI] | seeds a below b |`` for each
+    ``(key, label)``, paired by seed."""
+    rows = []
+    for key, label in keys:
+        d = paired_difference(
+            {s: r[key] for s, r in runs[a].items()}, {s: r[key] for s, r in runs[b].items()}
+        )
+        mean = {name: statistics.fmean(r[key] for r in runs[name].values()) for name in (a, b)}
+        ci = f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d.n > 1 else ""
+        rows.append(
+            f"| {a} − {b} | {label} | {mean[b]:.3f} | {mean[a]:.3f} | {d.mean:+.3f} {ci} | "
+            f"{sum(x < 0 for x in d.diffs)}/{d.n} |"
+        )
+    return rows
+
+
+__all__ = ["collect", "paired_rows", "plot", "table", "write_report", "write_results"]
